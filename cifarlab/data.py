@@ -1,0 +1,252 @@
+"""CIFAR-100 on disk and in memory: find or download it, verify it, pick classes, split.
+
+Where the data comes from, in order:
+
+1. ``<data_dir>/cifar-100-python/`` (the extracted official archive) - read it;
+2. ``<data_dir>/cifar-100-python.tar.gz`` - extract it, then read it;
+3. the sample shipped inside this package (all 500 train / 100 test images of the course
+   template's classes 0, 55, 58) - when every requested class is in it;
+4. otherwise download the official archive, verify its md5, extract, read.
+
+``data_dir`` is the explicit argument, else ``$CIFARLAB_DATA``, else a per-user cache
+(``$XDG_CACHE_HOME/cifarlab`` or ``~/.cache/cifarlab``). For a mirror, set the URL and md5
+with arguments or ``$CIFARLAB_URL`` / ``$CIFARLAB_MD5``.
+
+Images stay raw: uint8, NHWC (N, 32, 32, 3) - the contract of the course template, whose
+model normalizes inside, so an exported model takes raw pixels too. Labels are int64
+indices 0..k-1 in ascending fine-id order.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classes import ClassSelection, select_classes
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+ARCHIVE_NAME = "cifar-100-python.tar.gz"
+FOLDER_NAME = "cifar-100-python"
+SAMPLE_PATH = Path(__file__).with_name("sample") / "cifar100_sample_0_55_58.npz"
+# Train-set channel statistics of the full CIFAR-100 (published values; the template used
+# rounded ones for its Normalize, which the template model keeps for fidelity).
+TRAIN_MEAN = (0.50707516, 0.48654887, 0.44091784)
+TRAIN_STD = (0.26733429, 0.25643846, 0.27615047)
+
+
+class DataError(RuntimeError):
+    """The data is missing, corrupt or unreachable; the message names the file and the fix."""
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The explicit argument, else ``$CIFARLAB_DATA``, else the per-user cache folder."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("CIFARLAB_DATA"):
+        return Path(os.environ["CIFARLAB_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "cifarlab"
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _extract(archive: Path, root: Path) -> Path:
+    """Extract into a temporary folder beside the target, then move into place, so an
+    interrupted or failed extraction never leaves a half folder that looks complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            raise DataError(
+                f"{archive} is not a complete CIFAR-100 archive ({type(e).__name__}: {e}). "
+                f"It is probably truncated: delete it and run again to download it afresh, "
+                f"or put a good copy of {ARCHIVE_NAME} there.") from e
+        if not (tmp / FOLDER_NAME).is_dir():
+            raise DataError(f"{archive} does not contain a {FOLDER_NAME}/ folder; is it the CIFAR-100 python archive?")
+        target = root / FOLDER_NAME
+        os.replace(tmp / FOLDER_NAME, target)
+        return target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download_archive(root: Path, url: str | None = None, md5: str | None = None) -> Path:
+    """Download the archive to ``root`` and verify its md5 before it takes the real name.
+
+    A download whose checksum does not match is deleted, never used."""
+    from torchvision.datasets.utils import download_url  # deferred: torchvision is slow to import
+
+    url = url or os.environ.get("CIFARLAB_URL") or OFFICIAL_URL
+    md5 = md5 or os.environ.get("CIFARLAB_MD5") or OFFICIAL_MD5
+    root.mkdir(parents=True, exist_ok=True)
+    part = ARCHIVE_NAME + ".part"
+    try:
+        download_url(url, str(root), filename=part)
+    except Exception as e:  # urllib raises many kinds; all mean the same to the user
+        (root / part).unlink(missing_ok=True)
+        raise DataError(
+            f"could not download CIFAR-100 from {url} ({type(e).__name__}: {e}). If you are offline, "
+            f"put {ARCHIVE_NAME} or the extracted {FOLDER_NAME}/ folder in {root} "
+            f"(or point $CIFARLAB_DATA at a folder holding it).") from e
+    got = md5sum(root / part)
+    if got != md5:
+        (root / part).unlink(missing_ok=True)
+        raise DataError(
+            f"the download from {url} has md5 {got}, expected {md5}: it is truncated or not the right "
+            f"file, and was deleted. Run again to retry; for a mirror with another checksum set "
+            f"$CIFARLAB_MD5 (or pass md5=).")
+    final = root / ARCHIVE_NAME
+    os.replace(root / part, final)
+    return final
+
+
+def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = None,
+                   md5: str | None = None) -> Path:
+    """Return the extracted ``cifar-100-python/`` folder, extracting or downloading as needed."""
+    root = default_data_dir(data_dir)
+    folder = root / FOLDER_NAME
+    if folder.is_dir():
+        return folder
+    archive = root / ARCHIVE_NAME
+    if not archive.is_file():
+        if not download:
+            raise DataError(
+                f"CIFAR-100 is not in {root}: expected {FOLDER_NAME}/ or {ARCHIVE_NAME} there. "
+                f"Download {OFFICIAL_URL} into it, point $CIFARLAB_DATA at a folder that has it, "
+                f"or allow the download.")
+        archive = download_archive(root, url, md5)
+    return _extract(archive, root)
+
+
+def full_dataset_on_disk(data_dir=None) -> bool:
+    root = default_data_dir(data_dir)
+    return (root / FOLDER_NAME).is_dir() or (root / ARCHIVE_NAME).is_file()
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the {FOLDER_NAME}/ folder is incomplete. "
+                        f"Delete {path.parent} and run again to extract or download it afresh.")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a dict, found {type(d).__name__}")
+        return d
+    except Exception as e:
+        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({type(e).__name__}: {e}). "
+                        f"Delete {path.parent} and run again to extract or download it afresh.") from e
+
+
+def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``train`` or ``test`` as uint8 NHWC, and their fine labels."""
+    d = _unpickle(Path(folder) / split)
+    try:
+        data = np.asarray(d["data"], dtype=np.uint8)
+        labels = np.asarray(d["fine_labels"], dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except (KeyError, ValueError) as e:
+        raise DataError(f"{Path(folder) / split} does not have the CIFAR-100 layout ({e}). "
+                        f"Delete {folder} and run again to extract or download it afresh.") from e
+    if len(images) != len(labels):
+        raise DataError(f"{Path(folder) / split}: {len(images)} images but {len(labels)} labels; the file is corrupt.")
+    return np.ascontiguousarray(images), labels
+
+
+def load_sample() -> dict[str, np.ndarray]:
+    with np.load(SAMPLE_PATH) as z:
+        return {k: z[k] for k in z.files}
+
+
+def sample_class_ids() -> tuple[int, ...]:
+    with np.load(SAMPLE_PATH) as z:
+        return tuple(int(i) for i in np.unique(z["y_test"]))
+
+
+@dataclass
+class Subset:
+    """The chosen classes in memory: uint8 NHWC images, int64 labels 0..k-1.
+
+    ``x_val``/``y_val`` are carved from the training images (stratified, seeded); the test
+    set is untouched and meant for one final evaluation per model."""
+
+    classes: ClassSelection
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+
+    def to(self, device) -> "Subset":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return Subset(self.classes, source=self.source, **moved)
+
+    def __str__(self) -> str:
+        return (f"{self.classes.num_classes} classes ({self.classes}) from {self.source}: "
+                f"{len(self.y_train)} train, {len(self.y_val)} validation, {len(self.y_test)} test images")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): ``round(fraction * n_c)`` of each class go to validation."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        val.append(rng.permutation(idx)[: int(round(fraction * len(idx)))])
+    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx
+
+
+def _select_rows(images, fine, selection: ClassSelection):
+    keep = np.isin(fine, selection.ids)
+    lut = np.full(100, -1, dtype=np.int64)
+    lut[list(selection.ids)] = np.arange(selection.num_classes)
+    return images[keep], lut[fine[keep]]
+
+
+def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1, split_seed: int = 0,
+                device="cpu", download: bool = True, url: str | None = None, md5: str | None = None,
+                verbose: bool = True) -> Subset:
+    """Load the chosen classes (ids, names or superclasses) as a :class:`Subset` on ``device``."""
+    selection = select_classes(classes)
+    if not full_dataset_on_disk(data_dir) and set(selection.ids) <= set(sample_class_ids()):
+        s = load_sample()
+        tr = _select_rows(s["x_train"], s["y_train"], selection)
+        te = _select_rows(s["x_test"], s["y_test"], selection)
+        source = f"the sample shipped with cifarlab ({SAMPLE_PATH.name}; same pixels as CIFAR-100, no download)"
+    else:
+        folder = ensure_dataset(data_dir, download=download, url=url, md5=md5)
+        tr = _select_rows(*read_split(folder, "train"), selection)
+        te = _select_rows(*read_split(folder, "test"), selection)
+        source = str(folder)
+    (x_tr, y_tr), (x_te, y_te) = tr, te
+    train_idx, val_idx = stratified_split(y_tr, val_fraction, split_seed)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    subset = Subset(selection, t(x_tr[train_idx]), t(y_tr[train_idx]), t(x_tr[val_idx]), t(y_tr[val_idx]),
+                    t(x_te), t(y_te), source)
+    if verbose:
+        print(f"Loaded {subset}")
+    return subset

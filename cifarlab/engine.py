@@ -1,0 +1,276 @@
+"""The training engine: a lean loop over a subset that lives on the device.
+
+Why it looks like this:
+
+* A class subset is a few MB, so it sits on the device as uint8 for the whole run. A batch is
+  an index slice of a seeded permutation: no DataLoader, no collation, no host->device copy.
+* Augmentation (random crop with padding, horizontal flip) is done on the device, for the
+  whole batch at once, with the run's own generator.
+* Per-batch loss and correct-count are written into device tensors and read back once per
+  epoch: the loop never waits for the device inside an epoch. A NaN/inf loss is found at the
+  epoch's end from those same numbers, and reported with its epoch, step and learning rate.
+* Training time is measured around the training steps only, with the device synchronized;
+  evaluation and plotting are timed separately, so a plot never inflates "training seconds".
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunConfig
+from .data import Subset
+from .models import build_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``result`` holds the history up to the last good epoch."""
+
+    def __init__(self, message: str, result: "TrainResult"):
+        super().__init__(message)
+        self.result = result
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if present, then Apple MPS, then CPU - unless a device is named."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device {name!r} was asked for, but Apple MPS is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def seed_everything(seed: int, device: torch.device) -> torch.Generator:
+    """Seed torch's global RNG (weights, dropout) and return the run's data generator."""
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device if device.type != "mps" else "cpu")
+    gen.manual_seed(seed)
+    return gen
+
+
+def pad_images(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-pad uint8 NHWC images once per run; crops are then just index windows."""
+    if pad == 0:
+        return x
+    xf = x.permute(0, 3, 1, 2).float()
+    xf = F.pad(xf, (pad, pad, pad, pad), mode="reflect")
+    return xf.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def augment_batch(xp: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool, gen: torch.Generator,
+                  size: int = 32) -> torch.Tensor:
+    """Random ``size``x``size`` crops of the padded images ``xp[idx]``, each flipped with p=1/2.
+
+    All on the device, for the whole batch: offsets and flips are drawn as tensors and the
+    crop is one gather, so there is no Python loop over images and no host sync."""
+    b = idx.numel()
+    dev = xp.device
+    if pad:
+        oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
+        ar = torch.arange(size, device=dev)
+        rows = (oy + ar)[:, :, None]          # (b, size, 1)
+        cols = (ox + ar)[:, None, :]          # (b, 1, size)
+        x = xp[idx[:, None, None], rows, cols]  # (b, size, size, C)
+    else:
+        x = xp[idx]
+    if flip:
+        mask = torch.rand(b, device=dev, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(2), x)
+    return x
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, tta_flip: bool = False) -> torch.Tensor:
+    """Logits for all of ``x`` in eval mode; with ``tta_flip`` averaged with the mirrored images."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        out = model(xb).float()
+        if tta_flip:
+            out = (out + model(xb.flip(2)).float()) / 2
+        outs.append(out)
+    model.train(was_training)
+    if not outs:
+        return torch.empty(0, 0)
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool = False) -> tuple[float, float]:
+    """(cross-entropy, accuracy) over the whole set - counted per image, not averaged per batch."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    logits = predict_logits(model, x, tta_flip=tta_flip)
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return loss, acc
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: RunConfig, step: int, total: int) -> float:
+    """Multiplier of ``cfg.lr`` at ``step`` of ``total``."""
+    if cfg.schedule == "constant":
+        return 1.0
+    t = step / max(1, total)
+    w = cfg.warmup_fraction
+    if t < w:  # linear warm-up from 10% of the peak
+        return 0.1 + 0.9 * t / w
+    u = (t - w) / max(1e-9, 1 - w)
+    if cfg.schedule == "onecycle":  # then linear decay to zero (airbench's triangle)
+        return max(0.0, 1.0 - u)
+    return 0.5 * (1 + math.cos(math.pi * u))  # cosine
+
+
+@dataclass
+class TrainResult:
+    config: RunConfig
+    model: nn.Module
+    device: str
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0                   # 1-based epoch with the best validation accuracy
+    train_seconds: float = 0.0            # training steps only, device synchronized
+    eval_seconds: float = 0.0             # per-epoch validation passes
+    view_seconds: float = 0.0             # live view (bars, plots)
+    steps: int = 0
+    diverged: str | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def _epoch_stats(losses: np.ndarray, correct: np.ndarray, sizes: np.ndarray) -> dict:
+    acc = correct / sizes
+    return {
+        "train_loss": float((losses * sizes).sum() / sizes.sum()),
+        "train_loss_p25": float(np.percentile(losses, 25)),
+        "train_loss_p75": float(np.percentile(losses, 75)),
+        "train_acc": float(correct.sum() / sizes.sum()),
+        "train_acc_p25": float(np.percentile(acc, 25)),
+        "train_acc_p75": float(np.percentile(acc, 75)),
+    }
+
+
+def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
+    """Train ``build_model(cfg)`` on ``subset`` (moved to the config's device) and return the result.
+
+    ``view`` receives progress (see :mod:`cifarlab.liveview`); ``None`` trains silently."""
+    device = pick_device(cfg.device)
+    gen = seed_everything(cfg.seed, device)
+    data = subset.to(device)
+    model = build_model(cfg).to(device)
+    opt = make_optimizer(cfg, model)
+
+    n = len(data.y_train)
+    if n == 0:
+        raise ValueError("the training split is empty")
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)  # the last, smaller batch is kept, like the template's DataLoader
+    epochs = 1 if cfg.dry_run else cfg.epochs
+    if cfg.dry_run:
+        steps_per_epoch = min(2, steps_per_epoch)
+    total_steps = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
+
+    crop = cfg.augment == "crop+flip"
+    flip = cfg.augment in ("flip", "crop+flip")
+    pad = cfg.crop_padding if crop else 0
+    x_src = pad_images(data.x_train, pad)
+    sizes = np.array([min(bs, n - i * bs) for i in range(steps_per_epoch)], dtype=np.float64)
+
+    result = TrainResult(cfg, model, str(device))
+    best_acc, best_state = -1.0, None
+    losses = torch.empty(steps_per_epoch, device=device)
+    correct = torch.empty(steps_per_epoch, device=device)
+    if view is not None:
+        view.start(cfg, total_steps, steps_per_epoch)
+
+    model.train()
+    for epoch in range(1, epochs + 1):
+        synchronize(device)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=device, generator=gen)
+        lr_at_start = sched.get_last_lr()[0]
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs:(i + 1) * bs]
+            xb = augment_batch(x_src, idx, pad, flip, gen) if (pad or flip) else data.x_train[idx]
+            yb = data.y_train[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses[i] = loss.detach()
+            correct[i] = (logits.detach().argmax(1) == yb).sum()
+        # The one device->host transfer of the epoch (it also waits for the device).
+        stats = torch.stack([losses, correct]).cpu().numpy().astype(np.float64)
+        result.train_seconds += time.perf_counter() - t0
+        result.steps += steps_per_epoch
+
+        bad = np.flatnonzero(~np.isfinite(stats[0]))
+        if bad.size:
+            step = int(bad[0]) + 1
+            lr = cfg.lr * lr_factor(cfg, (epoch - 1) * steps_per_epoch + step - 1, total_steps)
+            result.diverged = (f"the training loss became {stats[0][bad[0]]} at epoch {epoch}, step {step} of "
+                               f"{steps_per_epoch} (learning rate {lr:.3g}); lower the learning rate "
+                               f"(lr={cfg.lr:g}) or check the data. The record keeps the {epoch - 1} good epoch(s).")
+            if view is not None:
+                view.close(result)
+            raise TrainingDiverged(result.diverged, result)
+
+        t1 = time.perf_counter()
+        row = {"epoch": epoch, "lr": lr_at_start, **_epoch_stats(stats[0], stats[1], sizes)}
+        row["val_loss"], row["val_acc"] = evaluate(model, data.x_val, data.y_val)
+        synchronize(device)
+        result.eval_seconds += time.perf_counter() - t1
+        row["train_seconds"] = result.train_seconds
+        result.history.append(row)
+        if len(data.y_val) and row["val_acc"] > best_acc:
+            best_acc, result.best_epoch = row["val_acc"], epoch
+            if cfg.select == "best":
+                best_state = copy.deepcopy(model.state_dict())
+
+        if view is not None:
+            t2 = time.perf_counter()
+            view.epoch_end(result)
+            result.view_seconds += time.perf_counter() - t2
+
+    if cfg.select == "best" and best_state is not None:
+        model.load_state_dict(best_state)
+    if not len(data.y_val):
+        result.best_epoch = epochs
+    if view is not None:
+        t2 = time.perf_counter()
+        view.close(result)
+        result.view_seconds += time.perf_counter() - t2
+    model.eval()
+    return result

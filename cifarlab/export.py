@@ -1,0 +1,158 @@
+"""Saving the chosen model, loading it back safely, and ONNX that works on current torch.
+
+The ``best/`` folder is self-contained - everything the reload step (a fresh kernel) needs:
+
+    best/
+        model.pt              state_dict only: loads with torch.load(weights_only=True)
+        config.json           the RunConfig that rebuilds the architecture
+        classes.json          label index -> fine id and name (also read by the web page)
+        recorded_metrics.json the run's metrics.json, as recorded
+        test_predictions.npz  the run's recorded test logits and labels, to compare against
+        selection.json        which runs were compared, the rule, and why this one won
+        model.onnx            one self-contained file: uint8 NHWC pixels in, logits out
+
+ONNX on torch >= 2.9: the exporter is dynamo-based. Opset 9 is refused and down-conversion
+is unreliable, so we export at opset 18; the batch axis is dynamic only with
+``dynamic_shapes``; ``external_data=False`` keeps the weights inside the one file (no
+``.onnx.data`` side file); ``onnxscript`` must be installed (a dependency of this package).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import RunConfig
+
+ONNX_OPSET = 18
+ONNX_INPUT, ONNX_OUTPUT = "pixels", "logits"
+# float32 logits of the same graph computed by two runtimes differ by rounding only.
+ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def load_state_dict_safely(path, device="cpu") -> dict:
+    """``torch.load`` with ``weights_only=True``: tensors only, no pickled code is run."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; train a model (or run the comparison step) first")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ExportError(f"{path} is not a state_dict that loads with weights_only=True ({e}). "
+                          f"Whole pickled models are not loaded: save model.state_dict() instead.") from e
+
+
+def export_onnx(model: nn.Module, path, opset: int = ONNX_OPSET, quiet: bool = True) -> Path:
+    """Export to a single ONNX file with a dynamic batch axis: uint8 [N, 32, 32, 3] -> logits [N, k]."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+        torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=opset, external_data=False,
+                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    side = tmp.with_name(tmp.name + ".data")
+    if side.exists():  # must not happen with external_data=False; never ship a file that needs it
+        side.unlink()
+        tmp.unlink(missing_ok=True)
+        raise ExportError("the ONNX exporter wrote an external-data side file; the model was not exported")
+    tmp.replace(path)
+    return path
+
+
+def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7),
+               atol: float = ONNX_ATOL, rtol: float = ONNX_RTOL) -> dict:
+    """``onnx.checker`` plus onnxruntime vs PyTorch on real images at each batch size.
+
+    Returns the largest absolute difference per batch size; raises ExportError past tolerance."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if dims[0].dim_value != 0 or [d.dim_value for d in dims[1:]] != [32, 32, 3]:
+        raise ExportError(f"{path}: input shape is {[d.dim_param or d.dim_value for d in dims]}, expected [batch, 32, 32, 3]")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = model.eval().cpu()
+    out = {"opset": opset, "max_abs_diff": {}, "atol": atol, "rtol": rtol, "agree_top1": True}
+    for b in batch_sizes:
+        x = images[:b].cpu()
+        if len(x) < b:
+            raise ExportError(f"need at least {b} images to check batch size {b}")
+        got = sess.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
+        with torch.inference_mode():
+            want = model(x).numpy()
+        diff = float(np.abs(got - want).max())
+        out["max_abs_diff"][str(b)] = diff
+        out["agree_top1"] &= bool((got.argmax(1) == want.argmax(1)).all())
+        if not np.allclose(got, want, atol=atol, rtol=rtol):
+            raise ExportError(f"onnxruntime and PyTorch disagree at batch size {b}: max |diff| {diff:.3g} "
+                              f"> atol {atol} + rtol {rtol}")
+    return out
+
+
+def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Logits from the ONNX file with onnxruntime (uint8 NHWC images)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = [sess.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images[i:i + batch_size])})[0]
+            for i in range(0, len(images), batch_size)]
+    return np.concatenate(outs)
+
+
+def save_best(record, folder, selection: dict | None = None, check_images: torch.Tensor | None = None) -> dict:
+    """Copy the chosen run into ``folder`` (state_dict, config, class names, recorded metrics and
+    predictions), export ONNX there and check it. Written beside and moved into place at once."""
+    from .records import publish_dir, staging_dir, write_json
+
+    folder = Path(folder)
+    tmp = staging_dir(folder.parent, folder.name)
+    try:
+        shutil.copy2(record.path / "model.pt", tmp / "model.pt")
+        shutil.copy2(record.path / "config.json", tmp / "config.json")
+        shutil.copy2(record.path / "test_predictions.npz", tmp / "test_predictions.npz")
+        write_json(tmp / "recorded_metrics.json", record.metrics)
+        write_json(tmp / "classes.json", record.metrics["classes"])
+        model = record.load_model("cpu")
+        export_onnx(model, tmp / "model.onnx")
+        if check_images is None:
+            check_images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8,
+                                         generator=torch.Generator().manual_seed(0))
+        check = check_onnx(tmp / "model.onnx", model, check_images)
+        write_json(tmp / "selection.json", {**(selection or {}), "run": str(record.path), "onnx_check": check})
+        publish_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return check
+
+
+def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
+    """Rebuild the chosen model from ``best/`` alone: (model in eval mode, config, classes)."""
+    from .models import build_model
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: run the comparison notebook (or "
+                                f"`python -m cifarlab best`) to create the best/ folder first")
+    config = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    classes = json.loads((folder / "classes.json").read_text())
+    model = build_model(config)
+    model.load_state_dict(load_state_dict_safely(folder / "model.pt", device))
+    return model.to(device).eval(), config, classes
