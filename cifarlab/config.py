@@ -94,7 +94,7 @@ class RunConfig:
     def run_name(self) -> str:
         """A stable folder name: one record per (model, pooling, seed, classes)."""
         cls = "-".join(str(i) for i in self.classes)
-        return f"{self.model}_{self.pooling}_seed{self.seed}_c{cls}"
+        return f"{self.model}_{self.pooling}_seed{self.seed}_c{cls}" + ("_dryrun" if self.dry_run else "")
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

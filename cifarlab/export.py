@@ -156,3 +156,42 @@ def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
     model = build_model(config)
     model.load_state_dict(load_state_dict_safely(folder / "model.pt", device))
     return model.to(device).eval(), config, classes
+
+
+def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cpu") -> dict:
+    """Recompute the test predictions from ``best/`` alone, with PyTorch and with onnxruntime,
+    and compare them with the recorded ones. Raises ExportError when they do not match."""
+    folder = Path(folder)
+    model, config, classes = load_best(folder, device)
+    recorded = json.loads((folder / "recorded_metrics.json").read_text())
+    with np.load(folder / "test_predictions.npz") as z:
+        rec_logits, rec_pred, rec_true = z["logits"], z["pred"], z["true"]
+    from .engine import predict_logits
+    torch_logits = predict_logits(model, x_test.to(device)).cpu().numpy()
+    onnx_logits = onnx_predict(folder / "model.onnx", x_test.cpu().numpy())
+    y = y_test.cpu().numpy()
+    out = {
+        "n_test": int(len(y)),
+        "labels_match": bool(np.array_equal(rec_true, y)),
+        "torch_pred_match": int((torch_logits.argmax(1) == rec_pred).sum()),
+        "onnx_pred_match": int((onnx_logits.argmax(1) == rec_pred).sum()),
+        "torch_max_abs_diff": float(np.abs(torch_logits - rec_logits).max()),
+        "onnx_max_abs_diff": float(np.abs(onnx_logits - rec_logits).max()),
+        "recorded_test_acc": recorded["test_acc"],
+        "torch_test_acc": float((torch_logits.argmax(1) == y).mean()),
+        "onnx_test_acc": float((onnx_logits.argmax(1) == y).mean()),
+        "pred": torch_logits.argmax(1),
+    }
+    problems = []
+    if not out["labels_match"]:
+        problems.append("the test labels differ from the recorded ones (other classes or data?)")
+    for who in ("torch", "onnx"):
+        if out[f"{who}_pred_match"] != len(y):
+            problems.append(f"{who}: {len(y) - out[f'{who}_pred_match']} predictions differ from the recorded ones")
+        if abs(out[f"{who}_test_acc"] - out["recorded_test_acc"]) > 1e-9:
+            problems.append(f"{who}: test accuracy {out[f'{who}_test_acc']:.4f} != recorded {out['recorded_test_acc']:.4f}")
+    if not np.allclose(onnx_logits, rec_logits, atol=ONNX_ATOL, rtol=ONNX_RTOL):
+        problems.append(f"onnx logits differ from the recorded ones by up to {out['onnx_max_abs_diff']:.3g}")
+    if problems:
+        raise ExportError(f"reloading {folder} did not reproduce the recorded run: " + "; ".join(problems))
+    return out

@@ -83,8 +83,8 @@ class QuietView:
 
     def close(self, result) -> None:
         if self.show_final and result.history:
-            from IPython.display import display
-            display(plot_curves(result.history, _title(self.cfg), result.best_epoch))
+            from .figures import show
+            show(plot_curves(result.history, _title(self.cfg), result.best_epoch))
 
 
 class BarView:
@@ -124,11 +124,13 @@ class NotebookView(BarView):
 
     def _redraw(self, result) -> None:
         from IPython.display import clear_output, display
+
+        from .figures import show
         clear_output(wait=True)
         container = getattr(self.bar, "container", None)  # the widget bar, shown again after the clear
         if container is not None:
             display(container)
-        display(plot_curves(result.history, _title(self.cfg), result.best_epoch))
+        show(plot_curves(result.history, _title(self.cfg), result.best_epoch))
 
     def epoch_end(self, result) -> None:
         super().epoch_end(result)

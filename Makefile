@@ -1,0 +1,51 @@
+# cifarlab - the two commands a user needs:
+#   make run-all    run the whole lab (notebooks via papermill) on the default classes
+#   make test       run the tests
+# Both set up a local virtual environment first (make setup).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+KERNEL ?= cifarlab
+
+# make run-all parameters, e.g.  make run-all CLASSES="apple otter pickup_truck" SEEDS=3
+OUT             ?= out
+CLASSES         ?= 0 55 58
+SEEDS           ?= 2
+MODELS          ?= improved template
+POOLINGS        ?= stride max avg
+EPOCHS          ?=
+TEMPLATE_EPOCHS ?= 150
+DATA_DIR        ?=
+
+.PHONY: setup test run-all bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned by the environment's pip constraints where there are any; pyproject asks for ranges.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (cifarlab)" >/dev/null
+	@touch $@
+	@echo "setup done: $(VENV), Jupyter kernel '$(KERNEL)'"
+
+test: setup
+	$(PY) -m pytest
+
+run-all: setup
+	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
+		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+bench: setup
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/accuracy.py
+
+clean:
+	rm -rf $(OUT) runs best .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

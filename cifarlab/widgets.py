@@ -1,0 +1,216 @@
+"""The class picker: choose CIFAR-100 classes by name and superclass, with real thumbnails.
+
+    from cifarlab.widgets import ClassPicker
+    picker = ClassPicker([0, 55, 58]); picker          # shows the widget in Jupyter / Colab
+    picker.ids, picker.names                           # the selection, as Python lists
+    picker.make_command                                # make run-all CLASSES="apple otter pickup_truck"
+    picker.papermill_yaml                              # -y "CLASSES: [0, 55, 58]"
+
+Built from widgets that exist in ipywidgets 7 and 8 (SelectMultiple, Dropdown, Text, HTML,
+Image, Button, boxes), so it works in Colab and classic Jupyter. Without a front end (papermill)
+it can still be built and driven from code; ``str(picker)`` describes the selection.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from .classes import COARSE_NAMES, FINE_NAMES, ClassSelectionError, select_classes, superclass_members, superclass_of
+from .data import full_dataset_on_disk, load_sample, read_split, ensure_dataset
+
+ALL = "(all superclasses)"
+THUMBS_PER_CLASS = 8
+
+
+def _option(i: int) -> tuple[str, int]:
+    return f"{i:2d}: {FINE_NAMES[i]}  ({superclass_of(i)})", i
+
+
+class ThumbnailSource:
+    """Where thumbnails come from: the full dataset when it is on disk, else the shipped sample.
+
+    ``images(fine_id)`` returns uint8 NHWC images and a source tag (``"full"``, ``"sample"``) or
+    ``(None, "placeholder")`` when neither has that class."""
+
+    def __init__(self, data_dir=None, n: int = THUMBS_PER_CLASS):
+        self.data_dir = data_dir
+        self.n = n
+        self._arrays = None
+
+    def _load(self):
+        if self._arrays is None:
+            if full_dataset_on_disk(self.data_dir):
+                x, y = read_split(ensure_dataset(self.data_dir, download=False), "test")
+                self._arrays = (x, y, "full")
+            else:
+                s = load_sample()
+                self._arrays = (s["x_test"], s["y_test"].astype(np.int64), "sample")
+        return self._arrays
+
+    def images(self, fine_id: int):
+        x, y, tag = self._load()
+        idx = np.flatnonzero(y == fine_id)[: self.n]
+        if len(idx) == 0:
+            return None, "placeholder"
+        return x[idx], tag
+
+
+def strip_png(images, scale: int = 2) -> bytes:
+    """A row of images as one PNG (each upscaled ``scale`` times, 2 px gaps)."""
+    from PIL import Image
+    n = len(images)
+    s = 32 * scale
+    canvas = Image.new("RGB", (n * (s + 2), s), "white")
+    for j, im in enumerate(images):
+        canvas.paste(Image.fromarray(np.asarray(im)).resize((s, s), Image.NEAREST), (j * (s + 2), 0))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def placeholder_png(text: str = "no images on disk for this class") -> bytes:
+    from PIL import Image, ImageDraw
+    im = Image.new("RGB", (THUMBS_PER_CLASS * 66, 64), (235, 235, 235))
+    ImageDraw.Draw(im).text((8, 24), text, fill=(90, 90, 90))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ClassPicker:
+    """An ipywidgets class picker. ``ids``/``names`` always hold the current selection."""
+
+    def __init__(self, initial=(0, 55, 58), data_dir=None, thumbnails: bool = True):
+        import ipywidgets as W
+
+        self._W = W
+        self.thumbs = ThumbnailSource(data_dir) if thumbnails else None
+        self.thumbnail_sources: dict[int, str] = {}
+        self.superclass = W.Dropdown(options=[ALL] + list(COARSE_NAMES), value=ALL, description="superclass")
+        self.filter = W.Text(value="", placeholder="type to filter names", description="filter",
+                             continuous_update=True)
+        self.select = W.SelectMultiple(options=[_option(i) for i in range(100)], rows=12,
+                                       description="classes", layout=W.Layout(width="420px"))
+        self.add_group = W.Button(description="add this superclass", tooltip="select all 5 classes of the superclass")
+        self.clear = W.Button(description="clear")
+        self.message = W.HTML()
+        self.command = W.HTML()
+        self.gallery = W.VBox()
+        self._ids: list[int] = []
+        self.superclass.observe(self._refilter, names="value")
+        self.filter.observe(self._refilter, names="value")
+        self.select.observe(self._on_select, names="value")
+        self.add_group.on_click(self._on_add_group)
+        self.clear.on_click(lambda _: self.set_classes([]))
+        self.widget = W.VBox([
+            W.HBox([self.superclass, self.filter]),
+            W.HBox([self.select, W.VBox([self.add_group, self.clear])]),
+            self.message, self.command, self.gallery])
+        self.set_classes(initial)
+
+    # --- the selection -------------------------------------------------------------------
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self._ids)
+
+    @property
+    def names(self) -> list[str]:
+        return [FINE_NAMES[i] for i in self.ids]
+
+    @property
+    def valid(self) -> bool:
+        return len(self._ids) >= 2
+
+    @property
+    def make_command(self) -> str:
+        return f'make run-all CLASSES="{" ".join(self.names)}"'
+
+    @property
+    def papermill_yaml(self) -> str:
+        return f'-y "CLASSES: {json.dumps(self.ids)}"'
+
+    def set_classes(self, spec) -> None:
+        """Select exactly these classes (ids, names, superclasses). Unknown names raise
+        :class:`ClassSelectionError` with the data layer's message; nothing changes then."""
+        ids = list(select_classes(spec, min_classes=0).ids) if spec not in (None, [], ()) else []
+        self._ids = ids
+        self._refilter()
+        self._update()
+
+    # --- callbacks -------------------------------------------------------------------------
+    def _visible(self) -> list[int]:
+        sc = self.superclass.value
+        members = range(100) if sc == ALL else superclass_members(sc)
+        text = self.filter.value.strip().lower().replace(" ", "_")
+        shown = [i for i in members if text in FINE_NAMES[i]]
+        # Selected classes stay listed (and selected) whatever the filter says.
+        return sorted(set(shown) | set(self._ids))
+
+    def _refilter(self, _change=None) -> None:
+        self._syncing = True
+        try:
+            self.select.options = [_option(i) for i in self._visible()]
+            self.select.value = tuple(self.ids)
+        finally:
+            self._syncing = False
+
+    def _on_select(self, change) -> None:
+        if getattr(self, "_syncing", False):
+            return
+        self._ids = sorted(change["new"])
+        self._update()
+
+    def _on_add_group(self, _button=None) -> None:
+        if self.superclass.value == ALL:
+            self.message.value = "<b>Pick a superclass first</b>, then press the button to add its 5 classes."
+            return
+        self._ids = sorted(set(self._ids) | set(superclass_members(self.superclass.value)))
+        self._refilter()
+        self._update()
+
+    def _update(self) -> None:
+        if self.valid:
+            self.message.value = f"{len(self._ids)} classes selected: {', '.join(self.names)}"
+            self.command.value = (f"Run the suite with them:<br><code>{self.make_command}</code><br>"
+                                  f"or papermill: <code>{self.papermill_yaml}</code>")
+        else:
+            self.message.value = (f"<span style='color:#b00'><b>Select at least two classes</b> "
+                                  f"({len(self._ids)} selected) - a classifier needs two to tell apart.</span>")
+            self.command.value = ""
+        self._update_gallery()
+
+    def _update_gallery(self) -> None:
+        W = self._W
+        rows = []
+        self.thumbnail_sources = {}
+        for i in self.ids:
+            if self.thumbs is None:
+                continue
+            images, tag = self.thumbs.images(i)
+            self.thumbnail_sources[i] = tag
+            png = strip_png(images) if images is not None else placeholder_png()
+            note = {"full": "", "sample": " (shipped sample)",
+                    "placeholder": " - no images here: the full dataset is not on disk yet (it is downloaded when you train)"}[tag]
+            rows.append(W.VBox([W.HTML(f"<b>{i}: {FINE_NAMES[i]}</b>{note}"), W.Image(value=png, format="png")]))
+        self.gallery.children = tuple(rows)
+
+    # --- display -----------------------------------------------------------------------------
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+    def __str__(self) -> str:
+        state = "" if self.valid else " (fewer than two: not enough to train)"
+        return f"selected {self.ids} = {self.names}{state}\n{self.make_command}\npapermill {self.papermill_yaml}"
+
+
+def picked(picker: "ClassPicker | None", default):
+    """The picker's selection when it is valid, else ``default`` (a notebook's CLASSES parameter)."""
+    if picker is not None and picker.valid:
+        return picker.ids
+    return default
+
+
+__all__ = ["ClassPicker", "ClassSelectionError", "picked", "strip_png", "ThumbnailSource"]

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+
+from cifarlab.config import ConfigError, make_config
+from cifarlab.engine import (TrainingDiverged, augment_batch, lr_factor, pad_images, pick_device, predict_logits,
+                             train)
+from cifarlab.experiment import run
+
+
+def test_device_pick():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_same_seed_same_numbers_on_cpu(sample_subset):
+    cfg = make_config("improved", hidden_size=8, epochs=2, device="cpu", seed=7)
+    a, b = train(cfg, sample_subset), train(cfg, sample_subset)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    c = train(cfg.replace(seed=8), sample_subset)
+    assert [h["train_loss"] for h in c.history] != [h["train_loss"] for h in a.history]
+
+
+def test_short_training_beats_chance(sample_subset):
+    r = train(make_config("template", pooling="max", epochs=25, device="cpu"), sample_subset)
+    assert r.history[-1]["val_acc"] > 0.7  # chance is 1/3
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert r.steps == 25 * 11 and r.train_seconds > 0 and r.eval_seconds > 0
+    h = r.history[-1]
+    assert h["train_loss_p25"] <= h["train_loss_p75"] and h["train_acc_p25"] <= h["train_acc_p75"]
+    assert 1 <= r.best_epoch <= 25
+
+
+def test_augmentation_is_a_crop_and_flip_of_the_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    xp = pad_images(x, 4)
+    assert xp.shape == (16, 40, 40, 3) and torch.equal(xp[:, 4:36, 4:36], x)
+    out = augment_batch(xp, torch.arange(16), 4, True, g)
+    assert out.shape == (16, 32, 32, 3) and out.dtype == torch.uint8
+    for i in range(16):  # each output is some 32x32 window of the padded image, maybe mirrored
+        found = any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(1))
+                    for dy in range(9) for dx in range(9) for w in [xp[i, dy:dy + 32, dx:dx + 32]])
+        assert found
+    same = augment_batch(x, torch.arange(16), 0, False, g)
+    assert torch.equal(same, x)
+
+
+def test_schedules():
+    cfg = make_config("improved", epochs=10)
+    f = [lr_factor(cfg, s, 100) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[-1] == pytest.approx(0.0)
+    assert lr_factor(make_config("template"), 50, 100) == 1.0
+
+
+def test_nan_guard_stops_and_keeps_the_record(sample_subset, tmp_path):
+    cfg = make_config("template", lr=1e6, epochs=30, device="cpu")
+    with pytest.raises(TrainingDiverged) as e:
+        run(cfg, out=tmp_path, subset=sample_subset, live="none")
+    msg = str(e.value)
+    assert "epoch" in msg and "step" in msg and "learning rate" in msg
+    rec = tmp_path / cfg.run_name
+    import json
+    metrics = json.loads((rec / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "epoch" in metrics["error"]
+    history = json.loads((rec / "history.json").read_text())
+    assert len(history) == len(e.value.result.history) < 30
+    assert not (rec / "model.pt").exists()
+
+
+def test_tta_logits_are_the_mean_over_the_mirror(sample_subset):
+    r = train(make_config("improved", hidden_size=8, epochs=1, device="cpu"), sample_subset)
+    x = sample_subset.x_test[:5]
+    both = predict_logits(r.model, x, tta_flip=True)
+    assert torch.allclose(both, (predict_logits(r.model, x) + predict_logits(r.model, x.flip(2))) / 2, atol=1e-5)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match="pooling must be one of stride, max, avg"):
+        make_config(pooling="mean")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        make_config("fancy")
+    with pytest.raises(ConfigError, match="unknown config field 'lrate'"):
+        make_config(lrate=0.1)
+    with pytest.raises(ConfigError, match="classes: unknown class name 'aple'"):
+        make_config(classes="aple,otter")
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        make_config(epochs=0)
+    cfg = make_config("template", epochs=None, classes="otter apple")
+    assert cfg.epochs == 500 and cfg.classes == (0, 55) and cfg.lr == 5e-3 and cfg.batch_size == 128
