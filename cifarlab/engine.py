@@ -124,7 +124,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool 
         return float("nan"), float("nan")
     logits = predict_logits(model, x, tta_flip=tta_flip)
     loss = F.cross_entropy(logits, y).item()
-    acc = (logits.argmax(1) == y).float().mean().item()
+    acc = (logits.argmax(1) == y).sum().item() / len(y)
     return loss, acc
 
 

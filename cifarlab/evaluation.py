@@ -49,7 +49,7 @@ def overfitting(history: list[dict], train_loss: float, train_acc: float, val_lo
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     if len(y) == 0:
         return float("nan"), float("nan")
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
 
 
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:

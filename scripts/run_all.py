@@ -2,6 +2,7 @@
 
     python scripts/run_all.py --out out --classes "apple otter pickup_truck" --seeds 2
 
+0. ``00_pick_classes.ipynb``: prints the selection (no widget front end under papermill);
 1. ``01_train.ipynb`` once per (model, pooling, seed): the improved net for the three pooling
    tactics, and the template net as the baseline;
 2. ``02_compare.ipynb`` on the records: table, choice, ``best/`` with ONNX;
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     try:
+        execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
         for model in args.models.split():
             for pooling in args.poolings.split():
                 for seed in range(args.seeds):

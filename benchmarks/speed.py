@@ -1,0 +1,150 @@
+"""Speed: the engine vs the course template's own loop vs the arithmetic floor.
+
+    python benchmarks/speed.py [--epochs 30] [--repeats 3] [--device auto] [--pooling avg]
+
+Same data (classes 0, 55, 58: the 1,350-image training split, the 150-image validation split
+evaluated after every epoch), same template model, batch size 128, same number of epochs:
+
+  (a) template - the course's loop as written: TensorDataset + DataLoader(batch 128, shuffle),
+      one-hot float targets, CrossEntropyLoss on them, per-batch ``.item()`` statistics, an
+      evaluation pass through a second DataLoader every epoch; no plotting;
+  (b) engine   - ``cifarlab.engine.train`` with the template preset;
+  (c) floor    - forward + backward + optimizer step over pre-sliced batches, plus one
+      evaluation forward per epoch: nothing but the arithmetic the device must do.
+
+The contenders alternate over ``--repeats`` rounds and the median is reported; the device
+is synchronized around every timing. The last line is
+
+  engine speedup vs template loop: <r>x (template <s> s/epoch, engine <s> s/epoch, floor <s> s/epoch, overhead <p>%)
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from cifarlab.config import make_config
+from cifarlab.data import load_subset
+from cifarlab.engine import evaluate, pick_device, synchronize, train
+from cifarlab.models import build_model
+
+
+def template_loop(cfg, sub, device, epochs):
+    """The course's loop: DataLoaders, one-hot targets, .item() every batch, eval loader every epoch."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    k = len(cfg.classes)
+    onehot = lambda y: F.one_hot(y, k).float()
+    train_dl = DataLoader(TensorDataset(sub.x_train, onehot(sub.y_train)), batch_size=cfg.batch_size, shuffle=True)
+    val_dl = DataLoader(TensorDataset(sub.x_val, onehot(sub.y_val)), batch_size=cfg.batch_size)
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        losses, accs = [], []
+        for xb, yb in train_dl:
+            xb, yb = xb.to(device), yb.to(device)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            accs.append((out.argmax(1) == yb.argmax(1)).float().mean().item())
+        model.eval()
+        with torch.no_grad():
+            for xb, yb in val_dl:
+                xb, yb = xb.to(device), yb.to(device)
+                out = model(xb)
+                losses.append(loss_fn(out, yb).item())
+                accs.append((out.argmax(1) == yb.argmax(1)).float().mean().item())
+    synchronize(device)
+    return time.perf_counter() - t0, model
+
+
+def engine_run(cfg, sub, device, epochs):
+    synchronize(device)
+    t0 = time.perf_counter()
+    r = train(cfg.replace(epochs=epochs, device=str(device)), sub)
+    synchronize(device)
+    return time.perf_counter() - t0, r.model
+
+
+def floor_run(cfg, sub, device, epochs):
+    """Only the arithmetic: pre-sliced batches, forward/backward/step, one eval forward per epoch."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    x, y = sub.x_train.to(device), sub.y_train.to(device)
+    xv = sub.x_val.to(device)
+    batches = [(x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]) for i in range(0, len(y), cfg.batch_size)]
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in batches:
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.inference_mode():
+            model(xv)
+    synchronize(device)
+    return time.perf_counter() - t0, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--pooling", default="avg")
+    ap.add_argument("--full-runs", action="store_true",
+                    help="also time one 500-epoch template-preset run per pooling tactic with the engine")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    cfg = make_config("template", pooling=args.pooling, device=str(device))
+    sub = load_subset(cfg.classes, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, verbose=False).to(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"template net ({args.pooling}), {len(sub.y_train)} train images, batch {cfg.batch_size}, "
+          f"{args.epochs} epochs x {args.repeats} repeats (median)")
+    contenders = {"template": template_loop, "engine": engine_run, "floor": floor_run}
+    for fn in contenders.values():  # warm-up: first-call costs (allocator, kernels) are not the loop's
+        fn(cfg, sub, device, 1)
+    times = {k: [] for k in contenders}
+    models = {}
+    for _ in range(args.repeats):
+        for k, fn in contenders.items():
+            t, models[k] = fn(cfg, sub, device, args.epochs)
+            times[k].append(t / args.epochs)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in contenders:
+        acc = evaluate(models[k], sub.x_test, sub.y_test)[1]
+        print(f"  {k:8s} {med[k]:.4f} s/epoch  (runs: {', '.join(f'{t:.4f}' for t in times[k])})  "
+              f"test acc after {args.epochs} epochs {acc:.4f}")
+    if args.full_runs:
+        total = 0.0
+        for pooling in ("stride", "max", "avg"):
+            c = make_config("template", pooling=pooling, device=str(device))
+            r = train(c, sub)
+            total += r.train_seconds
+            print(f"  full template-preset run, {pooling}: {r.train_seconds:.2f} s training "
+                  f"(+{r.eval_seconds:.2f} s validation), val acc {r.history[-1]['val_acc']:.4f}")
+        print(f"  all three pooling runs of the template recipe: {total:.2f} s of training")
+    overhead = 100 * (med["engine"] - med["floor"]) / med["floor"]
+    print(f"engine speedup vs template loop: {med['template'] / med['engine']:.2f}x (template {med['template']:.4f} "
+          f"s/epoch, engine {med['engine']:.4f} s/epoch, floor {med['floor']:.4f} s/epoch, overhead {overhead:.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

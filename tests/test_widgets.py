@@ -1,0 +1,65 @@
+import pytest
+
+from cifarlab.classes import ClassSelectionError
+from cifarlab.widgets import ClassPicker, picked
+
+
+@pytest.fixture
+def picker():
+    return ClassPicker([0, 55, 58])
+
+
+def test_initial_selection_and_outputs(picker):
+    assert picker.ids == [0, 55, 58] and picker.names == ["apple", "otter", "pickup_truck"]
+    assert picker.make_command == 'make run-all CLASSES="apple otter pickup_truck"'
+    assert picker.papermill_yaml == '-y "CLASSES: [0, 55, 58]"'
+    assert picker.make_command in picker.command.value.replace("&quot;", '"')
+    # the sample has these classes: thumbnails come from it, one strip per class
+    assert picker.thumbnail_sources == {0: "sample", 55: "sample", 58: "sample"}
+    assert len(picker.gallery.children) == 3
+    png = picker.gallery.children[0].children[1].value
+    assert png[:4] == b"\x89PNG"
+
+
+def test_selecting_from_code_runs_the_callbacks(picker):
+    picker.select.value = (0, 8)
+    assert picker.ids == [0, 8]
+    assert "bicycle" in picker.message.value and 'CLASSES="apple bicycle"' in picker.make_command
+    # bicycle is not in the sample, and the full data is not on disk here: a placeholder, said so
+    assert picker.thumbnail_sources == {0: "sample", 8: "placeholder"}
+    assert "not on disk" in picker.gallery.children[1].children[0].value
+
+
+def test_fewer_than_two_classes_message(picker):
+    picker.select.value = (55,)
+    assert not picker.valid and "at least two" in picker.message.value
+    assert picker.command.value == ""
+    assert picked(picker, [1, 2]) == [1, 2]  # an invalid pick falls back to the parameter
+    picker.select.value = ()
+    assert "0 selected" in picker.message.value
+
+
+def test_filters_keep_the_selection(picker):
+    picker.superclass.value = "vehicles_1"
+    shown = [v for _, v in picker.select.options]
+    assert set(shown) == {8, 13, 48, 58, 90, 0, 55}  # the superclass, plus what is selected
+    picker.filter.value = "truck"
+    assert {v for _, v in picker.select.options} == {58, 0, 55}
+    assert picker.ids == [0, 55, 58]
+    picker.filter.value = ""
+    picker._on_add_group()
+    assert picker.ids == [0, 8, 13, 48, 55, 58, 90]
+    assert picker.papermill_yaml == '-y "CLASSES: [0, 8, 13, 48, 55, 58, 90]"'
+
+
+def test_unknown_names_rejected_with_the_data_layer_error(picker):
+    with pytest.raises(ClassSelectionError, match="did you mean 'apple'"):
+        picker.set_classes("aple,otter")
+    assert picker.ids == [0, 55, 58]  # unchanged
+    picker.set_classes("flowers")
+    assert picker.names == ["orchid", "poppy", "rose", "sunflower", "tulip"]
+
+
+def test_thumbnails_from_the_full_data(full_data_dir):
+    p = ClassPicker("bicycle,bus", data_dir=full_data_dir)
+    assert p.thumbnail_sources == {8: "full", 13: "full"}
