@@ -61,11 +61,19 @@ def synchronize(device: torch.device) -> None:
 
 
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
-    """Seed torch's global RNG (weights, dropout) and return the run's data generator."""
+    """Seed torch's global RNG (weights, dropout) and return the run's data generator.
+
+    The generator lives on the device (CUDA/CPU), so permutations and augmentation draws
+    never leave it. MPS has no device generators: there they are drawn on the CPU."""
     torch.manual_seed(seed)
-    gen = torch.Generator(device=device if device.type != "mps" else "cpu")
+    gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu")
     gen.manual_seed(seed)
     return gen
+
+
+def _rand(fn, *args, gen: torch.Generator, device: torch.device, **kw) -> torch.Tensor:
+    """Draw with ``gen`` and put the result on ``device`` (a no-op move unless on MPS)."""
+    return fn(*args, generator=gen, device=gen.device, **kw).to(device)
 
 
 def pad_images(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -86,8 +94,8 @@ def augment_batch(xp: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool, gen
     b = idx.numel()
     dev = xp.device
     if pad:
-        oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
-        ox = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=gen)
+        oy = _rand(torch.randint, 0, 2 * pad + 1, (b, 1), gen=gen, device=dev)
+        ox = _rand(torch.randint, 0, 2 * pad + 1, (b, 1), gen=gen, device=dev)
         ar = torch.arange(size, device=dev)
         rows = (oy + ar)[:, :, None]          # (b, size, 1)
         cols = (ox + ar)[:, None, :]          # (b, 1, size)
@@ -95,7 +103,7 @@ def augment_batch(xp: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool, gen
     else:
         x = xp[idx]
     if flip:
-        mask = torch.rand(b, device=dev, generator=gen) < 0.5
+        mask = _rand(torch.rand, b, gen=gen, device=dev) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(2), x)
     return x
 
@@ -217,7 +225,7 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
     for epoch in range(1, epochs + 1):
         synchronize(device)
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=gen)
+        perm = _rand(torch.randperm, n, gen=gen, device=device)
         lr_at_start = sched.get_last_lr()[0]
         for i in range(steps_per_epoch):
             idx = perm[i * bs:(i + 1) * bs]
