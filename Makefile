@@ -18,7 +18,7 @@ EPOCHS          ?=
 TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
 
-.PHONY: setup test run-all bench clean
+.PHONY: setup test run-all bench web web-deps clean distclean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,16 @@ run-all: setup
 bench: setup
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/accuracy.py
+
+# The browser page (web/): classify your own image with the exported model.
+web-deps: web/node_modules/.package-lock.json
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web: web-deps
+	@echo "open http://127.0.0.1:8000/web/?model=/$(OUT)/best/model.onnx&classes=/$(OUT)/best/classes.json"
+	@echo "(or open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json yourself; Ctrl-C stops)"
+	$(PYTHON) -m http.server --bind 127.0.0.1 8000
 
 clean:
 	rm -rf $(OUT) runs best .pytest_cache build *.egg-info
