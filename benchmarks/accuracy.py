@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", default="template,improved")
     ap.add_argument("--poolings", default=",".join(POOLINGS))
+    ap.add_argument("--template-poolings", default=None,
+                    help="tactics for the template net (default: --poolings); 'avg' alone is the course's baseline")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="append per-run results to this JSON-lines file")
@@ -51,7 +53,8 @@ def main() -> None:
           f"{platform.machine()} {platform.processor()}", flush=True)
     results: dict[tuple[str, str], list[dict]] = {}
     for model in args.models.split(","):
-        for pooling in args.poolings.split(","):
+        tactics = args.template_poolings if model == "template" and args.template_poolings else args.poolings
+        for pooling in tactics.split(","):
             for seed in range(args.seeds):
                 cfg = make_config(model, classes=sub.classes.ids, pooling=pooling, seed=seed, device=args.device)
                 r = train(cfg, sub)
