@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 FINE_NAMES = (
     'apple', 'aquarium_fish', 'baby', 'bear', 'beaver',  # 0
@@ -185,6 +185,3 @@ def describe_catalogue() -> str:
         lines.append(f"{cname:32s} " + ", ".join(f"{i}:{FINE_NAMES[i]}" for i in members))
     return "\n".join(lines)
 
-
-def as_id_list(selection: ClassSelection | Sequence) -> list[int]:
-    return list(selection.ids if isinstance(selection, ClassSelection) else select_classes(selection).ids)

@@ -102,7 +102,7 @@ def choose(groups: list[Group]) -> Choice:
         raise ValueError("no completed run records to compare: run the training notebook (or "
                          "`python -m cifarlab train`) first")
     best = max(groups, key=lambda g: g.mean("val_acc"))
-    margin = max(best.std("val_acc"), 0.0)
+    margin = best.std("val_acc")
     tied = [g for g in groups if best.mean("val_acc") - g.mean("val_acc") <= margin]
     winner = min(tied, key=lambda g: g.mean("train_seconds"))
     record = max(winner.records, key=lambda r: (_value(r, "val_acc"), -r.config.seed))

@@ -145,8 +145,4 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
     return RunConfig(**base)
 
 
-def config_fields() -> list[dataclasses.Field]:
-    return list(fields(RunConfig))
-
-
-__all__ = ["RunConfig", "make_config", "PRESETS", "ConfigError", "config_fields", "MODELS", "POOLINGS"]
+__all__ = ["RunConfig", "make_config", "PRESETS", "ConfigError", "MODELS", "POOLINGS"]
