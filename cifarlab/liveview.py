@@ -23,7 +23,11 @@ from matplotlib.figure import Figure
 
 
 def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = None) -> Figure:
-    """Cross-entropy and accuracy per epoch: train (mean line, 25-75% band over batches) vs validation."""
+    """Cross-entropy and accuracy per epoch: train (mean line, 25-75% band over batches) vs validation.
+
+    The train curves are measured on the training batches as trained: augmented, with dropout, and
+    (with label smoothing) on the smoothed loss - so for the improved recipe the validation loss can
+    sit below the train loss. The record's final train/val numbers are measured alike, in eval mode."""
     fig = Figure(figsize=(11, 4), layout="constrained")
     axes = fig.subplots(1, 2)
     if history:

@@ -193,7 +193,9 @@ class ClassPicker:
             png = strip_png(images) if images is not None else placeholder_png()
             note = {"full": "", "sample": " (shipped sample)",
                     "placeholder": " - no images here: the full dataset is not on disk yet (it is downloaded when you train)"}[tag]
-            rows.append(W.VBox([W.HTML(f"<b>{i}: {FINE_NAMES[i]}</b>{note}"), W.Image(value=png, format="png")]))
+            width = 66 * (len(images) if images is not None else THUMBS_PER_CLASS)  # native size, not stretched
+            rows.append(W.VBox([W.HTML(f"<b>{i}: {FINE_NAMES[i]}</b>{note}"),
+                                W.Image(value=png, format="png", layout=W.Layout(width=f"{width}px"))]))
         self.gallery.children = tuple(rows)
 
     # --- display -----------------------------------------------------------------------------
