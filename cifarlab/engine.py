@@ -200,8 +200,13 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
     n = len(data.y_train)
     if n == 0:
         raise ValueError("the training split is empty")
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)  # the last, smaller batch is kept, like the template's DataLoader
+    # Batch edges in the epoch's permutation. The last, smaller batch is kept, like the template's
+    # DataLoader - unless it would hold a single image (BatchNorm cannot train on one): then it
+    # joins the batch before it.
+    edges = list(range(0, n, min(cfg.batch_size, n))) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    steps_per_epoch = len(edges) - 1
     epochs = 1 if cfg.dry_run else cfg.epochs
     if cfg.dry_run:
         steps_per_epoch = min(2, steps_per_epoch)
@@ -212,7 +217,7 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
     flip = cfg.augment in ("flip", "crop+flip")
     pad = cfg.crop_padding if crop else 0
     x_src = pad_images(data.x_train, pad)
-    sizes = np.array([min(bs, n - i * bs) for i in range(steps_per_epoch)], dtype=np.float64)
+    sizes = np.diff(edges)[:steps_per_epoch].astype(np.float64)
 
     result = TrainResult(cfg, model, str(device))
     best_acc, best_state = -1.0, None
@@ -228,7 +233,7 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
         perm = _rand(torch.randperm, n, gen=gen, device=device)
         lr_at_start = sched.get_last_lr()[0]
         for i in range(steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
+            idx = perm[edges[i]:edges[i + 1]]
             xb = augment_batch(x_src, idx, pad, flip, gen) if (pad or flip) else data.x_train[idx]
             yb = data.y_train[idx]
             logits = model(xb)

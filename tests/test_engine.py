@@ -94,3 +94,13 @@ def test_config_errors_are_clear():
         make_config(epochs=0)
     cfg = make_config("template", epochs=None, classes="otter apple")
     assert cfg.epochs == 500 and cfg.classes == (0, 55) and cfg.lr == 5e-3 and cfg.batch_size == 128
+
+
+def test_a_last_batch_of_one_image_joins_the_previous_batch(sample_subset):
+    # 129 training images at batch size 128 would leave a batch of one, which BatchNorm cannot train on
+    from dataclasses import replace
+    small = replace(sample_subset, x_train=sample_subset.x_train[:129], y_train=sample_subset.y_train[:129])
+    r = train(make_config("improved", hidden_size=4, epochs=2, batch_size=128, device="cpu"), small)
+    assert r.steps == 2 and len(r.history) == 2
+    r = train(make_config("template", epochs=1, batch_size=50, device="cpu"), small)
+    assert r.steps == 3  # 50 + 50 + 29: a smaller last batch is kept, as in the template
