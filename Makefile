@@ -22,9 +22,12 @@ DATA_DIR        ?=
 
 setup: $(VENV)/.installed
 
-# torch is pinned by the environment's pip constraints where there are any; pyproject asks for ranges.
+# pyproject asks for version ranges. TORCH optionally pins torch first (CI pins the build this
+# machine image carries), e.g. make setup TORCH="torch==2.14.1 torchvision==0.29.1".
+TORCH ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(if $(TORCH),$(PY) -m pip install -q $(TORCH))
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (cifarlab)" >/dev/null
 	@touch $@
