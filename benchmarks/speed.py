@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.config import make_config
-from cifarlab.data import load_subset
+from cifarlab.data import subset_for
 from cifarlab.engine import evaluate, pick_device, synchronize, train
 from cifarlab.models import build_model
 
@@ -113,7 +113,7 @@ def main() -> None:
 
     device = pick_device(args.device)
     cfg = make_config("template", pooling=args.pooling, device=str(device))
-    sub = load_subset(cfg.classes, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, verbose=False).to(device)
+    sub = subset_for(cfg, verbose=False).to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"template net ({args.pooling}), {len(sub.y_train)} train images, batch {cfg.batch_size}, "

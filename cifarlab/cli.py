@@ -63,7 +63,7 @@ def _train(args) -> int:
 
 def _compare(args) -> int:
     from .comparison import CHOICE_RULE, choose, group_records, table
-    from .data import load_subset
+    from .data import subset_for
     from .export import save_best
     from .records import find_records
 
@@ -77,9 +77,7 @@ def _compare(args) -> int:
     print("Choice: " + choice.explanation)
     print(choice.distinguishable)
     if args.best:
-        cfg = choice.record.config
-        subset = load_subset(cfg.classes, data_dir=args.data_dir, val_fraction=cfg.val_fraction,
-                             split_seed=cfg.split_seed, verbose=False)
+        subset = subset_for(choice.record.config, args.data_dir, verbose=False)
         check = save_best(choice.record, args.best, {"rule": CHOICE_RULE, "explanation": choice.explanation},
                           subset.x_test[:8])
         print(f"saved {choice.record.path} to {args.best} with model.onnx (opset {check['opset']}, "

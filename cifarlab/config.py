@@ -96,6 +96,10 @@ class RunConfig:
         cls = "-".join(str(i) for i in self.classes)
         return f"{self.model}_{self.pooling}_seed{self.seed}_c{cls}" + ("_dryrun" if self.dry_run else "")
 
+    @property
+    def title(self) -> str:
+        return f"{self.model} net, {self.pooling} pooling, seed {self.seed}"
+
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 

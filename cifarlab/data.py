@@ -206,6 +206,12 @@ class Subset:
                 f"{len(self.y_train)} train, {len(self.y_val)} validation, {len(self.y_test)} test images")
 
 
+def subset_for(config, data_dir=None, verbose: bool = True, **kw) -> Subset:
+    """The data a run config trains and is judged on: its classes, its validation fraction and split seed."""
+    return load_subset(config.classes, data_dir=data_dir, val_fraction=config.val_fraction,
+                       split_seed=config.split_seed, verbose=verbose, **kw)
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val): ``round(fraction * n_c)`` of each class go to validation."""
     if not 0.0 <= fraction < 1.0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import RunConfig
-from .data import Subset, load_subset
+from .data import Subset, subset_for
 from .engine import TrainingDiverged, train
 from .evaluation import evaluate_final
 from .liveview import make_view
@@ -20,7 +20,7 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     A diverged run (NaN/inf loss) still writes its record (status "diverged", history so far)
     and then raises :class:`cifarlab.engine.TrainingDiverged` with the reason."""
     if subset is None:
-        subset = load_subset(cfg.classes, data_dir=data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+        subset = subset_for(cfg, data_dir)
     elif tuple(subset.classes.ids) != tuple(cfg.classes):
         raise ValueError(f"the subset holds classes {subset.classes.ids}, the config asks for {cfg.classes}")
     try:

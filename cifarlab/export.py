@@ -52,6 +52,14 @@ def load_state_dict_safely(path, device="cpu") -> dict:
                           f"Whole pickled models are not loaded: save model.state_dict() instead.") from e
 
 
+def load_model(config: RunConfig, state_path, device="cpu") -> nn.Module:
+    """Rebuild ``config``'s architecture and load its weights from ``state_path`` (safely), in eval mode."""
+    from .models import build_model
+    model = build_model(config)
+    model.load_state_dict(load_state_dict_safely(state_path, device))
+    return model.to(device).eval()
+
+
 def export_onnx(model: nn.Module, path, opset: int = ONNX_OPSET, quiet: bool = True) -> Path:
     """Export to a single ONNX file with a dynamic batch axis: uint8 [N, 32, 32, 3] -> logits [N, k]."""
     path = Path(path)
@@ -145,17 +153,13 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
 
 def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
     """Rebuild the chosen model from ``best/`` alone: (model in eval mode, config, classes)."""
-    from .models import build_model
-
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: run the comparison notebook (or "
                                 f"`python -m cifarlab best`) to create the best/ folder first")
     config = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
     classes = json.loads((folder / "classes.json").read_text())
-    model = build_model(config)
-    model.load_state_dict(load_state_dict_safely(folder / "model.pt", device))
-    return model.to(device).eval(), config, classes
+    return load_model(config, folder / "model.pt", device), config, classes
 
 
 def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cpu") -> dict:

@@ -60,10 +60,6 @@ def _in_notebook() -> bool:
         return False
 
 
-def _title(cfg) -> str:
-    return f"{cfg.model} net, {cfg.pooling} pooling, seed {cfg.seed}"
-
-
 class QuietView:
     """A few text lines per run and the final figure (saved notebooks and logs stay short)."""
 
@@ -75,7 +71,7 @@ class QuietView:
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         self.cfg = cfg
         self.every = max(1, round(total_steps / steps_per_epoch / self.lines))
-        print(f"training {_title(cfg)}: {total_steps} steps", file=self.stream, flush=True)
+        print(f"training {cfg.title}: {total_steps} steps", file=self.stream, flush=True)
 
     def epoch_end(self, result) -> None:
         h = result.history[-1]
@@ -88,7 +84,7 @@ class QuietView:
     def close(self, result) -> None:
         if self.show_final and result.history:
             from .figures import show
-            show(plot_curves(result.history, _title(self.cfg), result.best_epoch))
+            show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 
 
 class BarView:
@@ -105,7 +101,7 @@ class BarView:
             from tqdm import tqdm
         self.cfg = cfg
         self.steps_per_epoch = steps_per_epoch
-        self.bar = tqdm(total=total_steps, desc=_title(cfg), unit="step")
+        self.bar = tqdm(total=total_steps, desc=cfg.title, unit="step")
 
     def _postfix(self, result) -> None:
         h = result.history[-1]
@@ -134,7 +130,7 @@ class NotebookView(BarView):
         container = getattr(self.bar, "container", None)  # the widget bar, shown again after the clear
         if container is not None:
             display(container)
-        show(plot_curves(result.history, _title(self.cfg), result.best_epoch))
+        show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 
     def epoch_end(self, result) -> None:
         super().epoch_end(result)

@@ -81,7 +81,7 @@ def write_record(out: Path, result, evaluation=None, subset=None) -> Path:
     try:
         (tmp / "config.json").write_text(cfg.to_json() + "\n")
         write_json(tmp / "history.json", result.history)
-        title = f"{cfg.model} net, {cfg.pooling} pooling, seed {cfg.seed}"
+        title = cfg.title
         plot_curves(result.history, title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
         if evaluation is None:  # a diverged run: keep what there is, say what happened
             metrics = {"status": "diverged", "error": result.diverged, "model": cfg.model, "pooling": cfg.pooling,
@@ -118,11 +118,8 @@ class Record:
         return self.metrics.get("status") == "ok"
 
     def load_model(self, device="cpu") -> torch.nn.Module:
-        from .export import load_state_dict_safely
-        from .models import build_model
-        model = build_model(self.config)
-        model.load_state_dict(load_state_dict_safely(self.path / "model.pt", device))
-        return model.to(device).eval()
+        from .export import load_model
+        return load_model(self.config, self.path / "model.pt", device)
 
     def predictions(self) -> dict[str, np.ndarray]:
         with np.load(self.path / "test_predictions.npz") as z:
