@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="append per-run results to this JSON-lines file")
+    ap.add_argument("--dry-run", action="store_true", help="two training steps per run: checks the script, not the nets")
     args = ap.parse_args()
 
     sub = load_subset(args.classes, data_dir=args.data_dir, verbose=False)
@@ -56,12 +57,14 @@ def main() -> None:
         tactics = args.template_poolings if model == "template" and args.template_poolings else args.poolings
         for pooling in tactics.split(","):
             for seed in range(args.seeds):
-                cfg = make_config(model, classes=sub.classes.ids, pooling=pooling, seed=seed, device=args.device)
+                cfg = make_config(model, classes=sub.classes.ids, pooling=pooling, seed=seed, device=args.device,
+                                  dry_run=args.dry_run)
                 r = train(cfg, sub)
                 m = evaluate_final(r, sub).metrics
                 row = {k: m.get(k) for k in ("model", "pooling", "seed", "test_acc", "test_macro_f1", "test_acc_tta",
                                              "val_acc", "train_acc", "train_seconds", "epochs", "device")}
                 row["classes"] = list(sub.classes.ids)
+                row["hidden_size"] = cfg.hidden_size
                 results.setdefault((model, pooling), []).append(row)
                 print(f"  {model:8s} {pooling:6s} seed {seed}: test {row['test_acc']:.4f}  val {row['val_acc']:.4f}  "
                       f"train {row['train_acc']:.4f}  {row['train_seconds']:.1f} s", flush=True)
