@@ -124,7 +124,7 @@ PRESETS: dict[str, dict] = {
     "template": dict(model="template", hidden_size=32, epochs=500, batch_size=128, optimizer="sgd", lr=5e-3,
                      momentum=0.9, weight_decay=0.0, schedule="constant", augment="none", label_smoothing=0.0,
                      tta_flip=False, select="last", dropout=0.0),
-    "improved": dict(model="improved", hidden_size=12, epochs=30, batch_size=128, optimizer="sgd", lr=0.1,
+    "improved": dict(model="improved", hidden_size=16, epochs=30, batch_size=128, optimizer="sgd", lr=0.1,
                      momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup_fraction=0.2,
                      augment="crop+flip", label_smoothing=0.1, tta_flip=True, select="last", dropout=0.1,
                      plot_every=2),
