@@ -126,14 +126,16 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, tt
     return torch.cat(outs)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool = False) -> tuple[float, float]:
-    """(cross-entropy, accuracy) over the whole set - counted per image, not averaged per batch."""
+def loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of logits for a whole set - counted per image; NaNs for an empty set."""
     if len(y) == 0:
         return float("nan"), float("nan")
-    logits = predict_logits(model, x, tta_flip=tta_flip)
-    loss = F.cross_entropy(logits, y).item()
-    acc = (logits.argmax(1) == y).sum().item() / len(y)
-    return loss, acc
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool = False) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of ``model`` over the whole set, not averaged per batch."""
+    return loss_acc(predict_logits(model, x, tta_flip=tta_flip), y)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:

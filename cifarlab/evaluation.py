@@ -8,13 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from .data import Subset
-from .engine import TrainResult, predict_logits
+from .engine import TrainResult, loss_acc, predict_logits
 
 
 @dataclass
@@ -46,12 +44,6 @@ def overfitting(history: list[dict], train_loss: float, train_acc: float, val_lo
             "val_loss_rise": rise, "val_loss_min": min_loss, "val_loss_min_epoch": min_epoch}
 
 
-def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    if len(y) == 0:
-        return float("nan"), float("nan")
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
-
-
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once."""
     model, cfg = result.model, result.config
@@ -63,9 +55,9 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     tr_logits = predict_logits(model, data.x_train)
     va_logits = predict_logits(model, data.x_val)
     te_logits = predict_logits(model, data.x_test)
-    train_loss, train_acc = _loss_acc(tr_logits, data.y_train)
-    val_loss, val_acc = _loss_acc(va_logits, data.y_val)
-    test_loss, test_acc = _loss_acc(te_logits, data.y_test)
+    train_loss, train_acc = loss_acc(tr_logits, data.y_train)
+    val_loss, val_acc = loss_acc(va_logits, data.y_val)
+    test_loss, test_acc = loss_acc(te_logits, data.y_test)
 
     y_tr, y_te = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
     p_tr, p_te = tr_logits.argmax(1).cpu().numpy(), te_logits.argmax(1).cpu().numpy()
@@ -89,8 +81,8 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     }
     if cfg.tta_flip:
         # Reported beside, never instead of, the plain numbers.
-        metrics["val_acc_tta"] = _loss_acc(predict_logits(model, data.x_val, tta_flip=True), data.y_val)[1]
-        metrics["test_acc_tta"] = _loss_acc(predict_logits(model, data.x_test, tta_flip=True), data.y_test)[1]
+        metrics["val_acc_tta"] = loss_acc(predict_logits(model, data.x_val, tta_flip=True), data.y_val)[1]
+        metrics["test_acc_tta"] = loss_acc(predict_logits(model, data.x_test, tta_flip=True), data.y_test)[1]
     report = lambda y, p: classification_report(y, p, labels=labels, target_names=names, digits=4, zero_division=0)
     return Evaluation(metrics, report(y_tr, p_tr), report(y_te, p_te),
                       confusion_matrix(y_te, p_te, labels=labels), te_logits.cpu().numpy(), p_te, y_te)
