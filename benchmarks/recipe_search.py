@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 
@@ -40,15 +39,14 @@ CANDIDATES: dict[str, dict] = {
     "w16-e22": dict(hidden_size=16, epochs=22),      # about the time of w12 at 30 epochs
 }
 
-_SUBSETS: dict = {}
+_SUBSETS: dict = {}                # per worker process: (classes, split seed) -> Subset without test arrays
+_OPTIONS = {"data_dir": None, "pooling": "max", "dry_run": False}   # set in each worker by _init
 
 
 def _init(data_dir: str | None, pooling: str, dry_run: bool = False) -> None:
     import torch
     torch.set_num_threads(1)
-    os.environ["CIFARLAB_SEARCH_DATA"] = data_dir or ""
-    os.environ["CIFARLAB_SEARCH_POOLING"] = pooling
-    os.environ["CIFARLAB_SEARCH_DRY_RUN"] = "1" if dry_run else ""
+    _OPTIONS.update(data_dir=data_dir, pooling=pooling, dry_run=dry_run)
 
 
 def _subset(classes: str, split_seed: int):
@@ -56,8 +54,7 @@ def _subset(classes: str, split_seed: int):
     from cifarlab.data import load_subset
     key = (classes, split_seed)
     if key not in _SUBSETS:
-        sub = load_subset(classes, data_dir=os.environ["CIFARLAB_SEARCH_DATA"] or None, split_seed=split_seed,
-                          verbose=False)
+        sub = load_subset(classes, data_dir=_OPTIONS["data_dir"], split_seed=split_seed, verbose=False)
         empty = torch.empty(0, 32, 32, 3, dtype=torch.uint8)
         _SUBSETS[key] = dataclasses.replace(sub, x_test=empty, y_test=torch.empty(0, dtype=torch.long))
     return _SUBSETS[key]
@@ -69,8 +66,8 @@ def _run(job: tuple[str, str, int]) -> dict:
     cand, classes, seed = job
     sub = _subset(classes, seed)
     cfg = make_config("improved", **{"classes": sub.classes.ids, "seed": seed, "split_seed": seed,
-                                     "pooling": os.environ["CIFARLAB_SEARCH_POOLING"],
-                                     "dry_run": bool(os.environ["CIFARLAB_SEARCH_DRY_RUN"]), **CANDIDATES[cand]})
+                                     "pooling": _OPTIONS["pooling"], "dry_run": _OPTIONS["dry_run"],
+                                     **CANDIDATES[cand]})
     r = train(cfg, sub)
     last = r.history[-1]
     return {"candidate": cand, "subset": classes, "seed": seed, "val_acc": last["val_acc"],

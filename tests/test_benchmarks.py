@@ -34,7 +34,7 @@ def test_accuracy_benchmark_prints_its_final_line(tmp_path):
 
 def test_recipe_search_drops_the_test_set_and_uses_one_split_per_seed(monkeypatch, tmp_path):
     import recipe_search as rs
-    monkeypatch.setenv("CIFARLAB_SEARCH_DATA", "")
+    monkeypatch.setattr(rs, "_OPTIONS", {**rs._OPTIONS, "data_dir": None})
     monkeypatch.setattr(rs, "_SUBSETS", {})
     a, b = rs._subset("0,55,58", 0), rs._subset("0,55,58", 1)
     assert len(a.y_test) == 0 and len(a.x_test) == 0
