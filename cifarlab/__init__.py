@@ -3,16 +3,19 @@
 One module per job:
 
 * ``classes``    - the CIFAR-100 catalogue, and ids / names / superclasses -> a class selection
+* ``errors``     - the one-line errors a user can act on
+* ``files``      - writing without losing anything: staging, atomic publish, refusing foreign folders
+* ``config``     - the frozen RunConfig, its checks, presets and identity (run, configuration, experiment)
 * ``data``       - download, verify, cache, the shipped sample, the subset in memory, the validation split
-* ``config``     - the frozen RunConfig and its presets (``template``, ``improved``)
-* ``models``     - Normalize, the template CNN and the improved net, each with three pooling tactics
-* ``engine``     - the device-resident training loop
+* ``models``     - Normalize, the template CNN and the improved net (three pooling tactics), safe loading
+* ``engine``     - the device-resident training loop: train_epoch, evaluate, train
+* ``figures``    - every plot: training curves, confusion matrix, comparisons, image grids, thumbnails
 * ``liveview``   - tqdm + matplotlib progress
 * ``evaluation`` - final metrics, reports, overfitting measures
 * ``records``    - run records on disk
-* ``experiment`` - one run start to finish (what the notebook and the CLI call)
-* ``comparison`` - mean ± std over seeds, the choice rule, comparison plots
-* ``export``     - best/ folder, safe loading, ONNX + onnxruntime check
+* ``experiment`` - one run start to finish, reusing an existing record (what the notebook and the CLI call)
+* ``comparison`` - experiments, configurations, paired statistics, the choice rule
+* ``export``     - best/ folder, ONNX + onnxruntime check, reload
 * ``widgets``    - the class picker
 * ``cli``        - ``python -m cifarlab``
 
@@ -22,3 +25,12 @@ __version__ = "0.1.0"
 
 from .classes import ClassSelection, ClassSelectionError, select_classes  # noqa: F401
 from .config import PRESETS, RunConfig, make_config  # noqa: F401
+
+
+def notebook_setup() -> None:
+    """The notebooks' first call: say what runs, and show cifarlab's own errors as one line."""
+    from .errors import short_errors
+    short_errors()
+    import torch
+    print(f"cifarlab {__version__}, torch {torch.__version__}, "
+          f"{'CUDA: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU: training on the CPU'}")

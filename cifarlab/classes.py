@@ -14,6 +14,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
+from .errors import CifarlabError
+
 FINE_NAMES = (
     'apple', 'aquarium_fish', 'baby', 'bear', 'beaver',  # 0
     'bed', 'bee', 'beetle', 'bicycle', 'bottle',  # 5
@@ -57,10 +59,12 @@ FINE_TO_COARSE = (
 )
 
 NUM_FINE = len(FINE_NAMES)
+# Images per fine class in the official split (every class has exactly these many).
+TRAIN_PER_CLASS, TEST_PER_CLASS = 500, 100
 assert NUM_FINE == 100 and len(COARSE_NAMES) == 20 and len(FINE_TO_COARSE) == 100
 
 
-class ClassSelectionError(ValueError):
+class ClassSelectionError(CifarlabError, ValueError):
     """What the user typed does not name a valid set of classes; the message says why and what to do."""
 
 
@@ -118,6 +122,8 @@ def _split_spec(spec) -> list:
         return list(spec.ids)
     if isinstance(spec, (int,)) and not isinstance(spec, bool):
         return [spec]
+    if isinstance(spec, str) and spec.strip().startswith("[") and spec.strip().endswith("]"):
+        spec = spec.strip()[1:-1].replace("'", "").replace('"', "")  # "[0, 55, 58]" from papermill -r
     if isinstance(spec, str):
         # Names never contain commas. Without commas, "pickup truck" is one name if it is one,
         # else the words are separate classes ("apple otter pickup_truck", as make passes them).

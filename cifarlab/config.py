@@ -1,20 +1,36 @@
 """One frozen config drives a run: from a notebook's parameters cell or the command line,
 through the engine, into the run's record on disk (``config.json``).
 
-Every field has a default. Presets are named sets of overrides:
+Every field has a default; presets are named sets of overrides (``template``: the course's
+recipe verbatim; ``improved``: the better net and recipe). Values are checked - and coerced
+where unambiguous, since papermill, YAML and JSON hand over strings ("10" -> 10,
+"false" -> False) - when the config is made, before any data loads; an error names the
+field, the value and what is allowed.
 
-* ``template`` - the course's recipe, verbatim: template CNN, SGD lr 5e-3 momentum 0.9,
-  batch 128, 500 epochs, no augmentation, constant learning rate, the last epoch kept.
-* ``improved`` - the better net and recipe (see ``cifarlab.models.ImprovedCNN``): device-side
-  crop+flip augmentation, label smoothing, one-cycle schedule, weight decay, flip TTA.
+Identity. A run *is* its config minus the fields that only say where it runs and how it is
+shown (:data:`RUNTIME_FIELDS`): two runs with the same identity compute the same numbers
+(on the same device), so a record with that identity can be reused instead of retrained.
+
+* a **run** - the whole identity (``run_id``);
+* a **configuration** - the identity minus the seed (``config_id``): what a comparison row
+  averages over seeds;
+* an **experiment** - the data: classes, validation fraction and split seed
+  (``experiment_id``): what one comparison covers.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
 import json
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, fields
 
-from .classes import ClassSelection, select_classes
+from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, ClassSelection, select_classes, superclass_members
+from .errors import CifarlabError
 
 MODELS = ("template", "improved")
 POOLINGS = ("stride", "max", "avg")
@@ -22,11 +38,20 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 AUGMENTS = ("none", "flip", "crop+flip")
 SELECTS = ("last", "best")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+           "augment": AUGMENTS, "select": SELECTS, "precision": PRECISIONS}
+
+# Where a run runs and how it is shown - not what it computes: kept out of its identity.
+RUNTIME_FIELDS = ("device", "plot_every")
+# What makes two runs comparable at all: the same data.
+EXPERIMENT_FIELDS = ("classes", "val_fraction", "split_seed")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_MAX_SEED = 2 ** 63 - 1
 
 
-class ConfigError(ValueError):
-    """A config field has a value it cannot take; the message names the field and the choices."""
+class ConfigError(CifarlabError, ValueError):
+    """A config field has a value it cannot take; the message names the field and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -49,42 +74,39 @@ class RunConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     schedule: str = "constant"
-    warmup_fraction: float = 0.25            # one-cycle: share of steps spent warming up
+    warmup_fraction: float = 0.25            # onecycle/cosine: share of steps spent warming up
     label_smoothing: float = 0.0
     augment: str = "none"
     crop_padding: int = 4
     tta_flip: bool = False                   # also report accuracy averaged over the image and its mirror
     select: str = "last"                     # keep the last epoch, or the best on validation
+    precision: str = "fp32"                  # training arithmetic: fp32, bf16 autocast, or auto (bf16 where native)
     # the run
     seed: int = 0
-    device: str = "auto"
-    plot_every: int = 20                     # redraw the live figure every N epochs (notebooks)
     dry_run: bool = False                    # a couple of steps only: smoke tests
+    device: str = "auto"                     # runtime: where it runs
+    plot_every: int | None = None            # runtime: redraw the live figure every N epochs (None: ~25 redraws)
 
     def __post_init__(self):
-        # Resolve names / superclasses to ids here, so everything downstream sees ids.
-        try:
-            ids = select_classes(self.classes).ids
-        except ValueError as e:
-            raise ConfigError(f"classes: {e}") from None
-        object.__setattr__(self, "classes", ids)
-        for name, choices in (("model", MODELS), ("pooling", POOLINGS), ("optimizer", OPTIMIZERS),
-                              ("schedule", SCHEDULES), ("augment", AUGMENTS), ("select", SELECTS)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if not (self.device in DEVICES or self.device.startswith(("cuda:", "mps:"))):
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (or cuda:N); got {self.device!r}")
-        for name in ("epochs", "batch_size", "hidden_size", "plot_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be a positive integer; got {getattr(self, name)!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        if self.select == "best" and self.val_fraction == 0:
-            raise ConfigError("select='best' needs a validation split: set val_fraction > 0")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive; got {self.lr}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError("dropout and label_smoothing must be in [0, 1)")
+        for name, value in _validated(self).items():
+            object.__setattr__(self, name, value)
+
+    # --- identity ---------------------------------------------------------------------------
+    def identity(self) -> dict:
+        """Every field that can change the run's numbers (all but :data:`RUNTIME_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    @property
+    def run_id(self) -> str:
+        return _digest(self.identity())
+
+    @property
+    def config_id(self) -> str:
+        return _digest({k: v for k, v in self.identity().items() if k != "seed"})
+
+    @property
+    def experiment_id(self) -> str:
+        return _digest({k: self.to_dict()[k] for k in EXPERIMENT_FIELDS})
 
     @property
     def selection(self) -> ClassSelection:
@@ -92,14 +114,39 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        """A stable folder name: one record per (model, pooling, seed, classes)."""
-        cls = "-".join(str(i) for i in self.classes)
-        return f"{self.model}_{self.pooling}_seed{self.seed}_c{cls}" + ("_dryrun" if self.dry_run else "")
+        """The record's folder name: readable, short whatever the class list, unique per identity."""
+        k = len(self.classes)
+        cls = "c" + "-".join(map(str, self.classes)) if k <= 5 else f"{k}classes"
+        dry = "dryrun_" if self.dry_run else ""
+        return f"{dry}{self.model}_{self.pooling}_seed{self.seed}_{cls}_{self.run_id[:8]}"
+
+    @property
+    def experiment_name(self) -> str:
+        """A readable, unique name of the experiment (its classes and split), usable as a folder name."""
+        ids = tuple(self.classes)
+        groups = [c for c in COARSE_NAMES if tuple(superclass_members(c)) == ids]
+        if groups:
+            name = groups[0]
+        elif len(ids) <= 4:
+            name = "-".join(FINE_NAMES[i] for i in ids)
+        else:
+            name = f"{len(ids)}-classes-{self.experiment_id[:6]}"
+        if (self.val_fraction, self.split_seed) != (0.1, 0):
+            name += f"_val{self.val_fraction:g}_split{self.split_seed}"
+        return name
+
+    @property
+    def experiment_label(self) -> str:
+        """The experiment in words, for people."""
+        split = (f"validation {self.val_fraction:.0%} of train (split seed {self.split_seed})"
+                 if self.val_fraction else "no validation split")
+        return f"classes {', '.join(f'{i}:{FINE_NAMES[i]}' for i in self.classes)}; {split}"
 
     @property
     def title(self) -> str:
         return f"{self.model} net, {self.pooling} pooling, seed {self.seed}"
 
+    # --- (de)serialization --------------------------------------------------------------------
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
@@ -113,21 +160,182 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        return cls(**{k: (tuple(v) if k == "classes" else v) for k, v in d.items()})
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of field names to values, got {type(d).__name__}")
+        _check_known(d)
+        return cls(**d)
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+# --- checking and coercing values ------------------------------------------------------------
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _coerce(name: str, value, typ):
+    """``value`` as ``typ`` when that is unambiguous, else a ConfigError naming the field."""
+    bad = lambda what: ConfigError(f"{name}={value!r} is not allowed: expected {what}")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("true or false")
+    if typ is int:
+        if isinstance(value, bool):
+            raise bad("a whole number")
+        if hasattr(value, "__index__"):
+            return int(value.__index__())
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise bad("a whole number")
+    if typ is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            f = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+        if not math.isfinite(f):
+            raise bad("a finite number")
+        return f
+    if typ is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value.strip().lower()
+    raise TypeError(typ)
+
+
+def _base_type(hint):
+    """``int | None`` -> ``int``; other hints as they are."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+
+
+def _in(lo, hi, lo_open=False, hi_open=False):
+    def check(v):
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return check
+
+
+_MIN_VAL, _MAX_VAL = 1 / TRAIN_PER_CLASS, 1 - 1 / TRAIN_PER_CLASS
+# field -> (test, what is allowed): ranges checked after coercion.
+RANGES = {
+    "val_fraction": (lambda v: v == 0 or _MIN_VAL <= v <= _MAX_VAL,
+                     f"0 (no validation split) or from {_MIN_VAL:g} to {_MAX_VAL:g}, so every class keeps at least "
+                     f"one validation and one training image of its {TRAIN_PER_CLASS}"),
+    "split_seed": (_in(0, _MAX_SEED), "a whole number >= 0"),
+    "hidden_size": (_in(1, 4096), "a whole number from 1 to 4096"),
+    "dropout": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
+    "epochs": (_in(1, 1_000_000), "a whole number >= 1"),
+    "batch_size": (_in(1, 1_000_000), "a whole number >= 1"),
+    "lr": (_in(0, math.inf, lo_open=True, hi_open=True), "a number > 0"),
+    "momentum": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
+    "weight_decay": (_in(0, math.inf, hi_open=True), "a number >= 0"),
+    "warmup_fraction": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
+    "label_smoothing": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
+    "crop_padding": (_in(0, 31), "a whole number from 0 to 31 (reflect padding must be smaller than the 32-pixel image)"),
+    "seed": (_in(0, _MAX_SEED), "a whole number >= 0"),
+    "plot_every": (lambda v: v is None or v >= 1, "a whole number >= 1, or None for about 25 redraws a run"),
+}
+
+
+def _validated(cfg: RunConfig) -> dict:
+    hints = typing.get_type_hints(RunConfig)
+    out = {}
+    for f in fields(RunConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "classes":
+            if value is None:
+                raise ConfigError("classes=None is not allowed: give at least two class ids, names or a superclass")
+            try:
+                value = select_classes(value).ids
+            except ValueError as e:
+                raise ConfigError(f"classes: {e}") from None
+        elif value is None and f.name == "plot_every":
+            pass
+        else:
+            value = _coerce(f.name, value, _base_type(hints[f.name]))
+        if f.name in CHOICES and value not in CHOICES[f.name]:
+            raise ConfigError(f"{f.name}={value!r} is not allowed: {f.name} must be one of "
+                              f"{', '.join(CHOICES[f.name])}")
+        if f.name in RANGES and not RANGES[f.name][0](value):
+            raise ConfigError(f"{f.name}={value!r} is not allowed: expected {RANGES[f.name][1]}")
+        out[f.name] = value
+    if not _DEVICE_RE.match(out["device"]):
+        raise ConfigError(f"device={out['device']!r} is not allowed: device must be one of auto, cpu, cuda, "
+                          f"cuda:N, mps")
+    # rules between fields
+    if out["select"] == "best" and out["val_fraction"] == 0:
+        raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")
+    if out["optimizer"] == "sgd" and out["nesterov"] and out["momentum"] == 0:
+        raise ConfigError("nesterov=True needs momentum > 0: set momentum (e.g. 0.9) or nesterov=False")
+    if out["model"] == "improved" and out["batch_size"] < 2:
+        raise ConfigError("batch_size=1 is not allowed for the improved net: BatchNorm needs at least 2 images "
+                          "a batch")
+    return out
+
+
+def _check_known(d: dict) -> None:
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        hints = "; ".join(f"{u!r} (did you mean {c[0]!r}?)" if c else repr(u) for u, c in close.items())
+        raise ConfigError(f"unknown config field(s) {hints}; known fields: {', '.join(sorted(known))}")
+
+
+# --- presets -------------------------------------------------------------------------------------
 PRESETS: dict[str, dict] = {
-    "template": dict(model="template", hidden_size=32, epochs=500, batch_size=128, optimizer="sgd", lr=5e-3,
-                     momentum=0.9, weight_decay=0.0, schedule="constant", augment="none", label_smoothing=0.0,
-                     tta_flip=False, select="last", dropout=0.0),
-    "improved": dict(model="improved", hidden_size=16, epochs=30, batch_size=128, optimizer="sgd", lr=0.1,
-                     momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup_fraction=0.2,
-                     augment="crop+flip", label_smoothing=0.1, tta_flip=True, select="last", dropout=0.1,
-                     plot_every=2),
+    # The course's recipe as written (Cifar100_CNN, SGD, 500 epochs, the last epoch kept).
+    "template": dict(
+        model="template",
+        hidden_size=32,
+        epochs=500,
+        batch_size=128,
+        optimizer="sgd",
+        lr=5e-3,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="none",
+        label_smoothing=0.0,
+        dropout=0.0,
+        tta_flip=False,
+        select="last",
+        precision="fp32",        # reproduces the course's numbers, so no bf16 here
+    ),
+    # The better net and recipe; each value chosen on validation splits (benchmarks/recipe_search.py).
+    "improved": dict(
+        model="improved",
+        hidden_size=16,          # 16/32/64/128 channels: width 16 beat 12 by ~2 points of val acc
+        epochs=30,               # one-cycle reaches its plateau by ~25 epochs on 3-5 classes
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,                  # the one-cycle peak; BatchNorm makes it safe
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,       # with BatchNorm this mainly keeps the effective lr up
+        schedule="onecycle",
+        warmup_fraction=0.2,
+        augment="crop+flip",     # 450 images a class: translations and mirrors are free data
+        crop_padding=4,
+        label_smoothing=0.1,     # softer targets: less overconfidence on few images
+        dropout=0.1,
+        tta_flip=True,           # reported beside plain accuracy, never instead
+        select="last",           # one-cycle ends at lr 0: the last epoch is the settled one
+        precision="fp32",
+    ),
 }
 
 
@@ -140,13 +348,24 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         base = dict(PRESETS[preset])
-    known = {f.name for f in fields(RunConfig)}
-    for k, v in overrides.items():
-        if k not in known:
-            raise ConfigError(f"unknown config field {k!r}; known: {', '.join(sorted(known))}")
-        if v is not None:
-            base[k] = v
+    _check_known(overrides)
+    base.update({k: v for k, v in overrides.items() if v is not None})
     return RunConfig(**base)
 
 
-__all__ = ["RunConfig", "make_config", "PRESETS", "ConfigError", "MODELS", "POOLINGS"]
+def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
+    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
+    other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
+    overrides = dict(overrides or {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"OVERRIDES must be a mapping of config fields to values, got {type(overrides).__name__}")
+    named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
+    twice = sorted(k for k in overrides if k in named and named[k] is not None)
+    if twice:
+        raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
+                          f"set each in one place")
+    return make_config(model, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
+
+
+__all__ = ["RunConfig", "make_config", "notebook_config", "PRESETS", "ConfigError", "MODELS", "POOLINGS",
+           "PRECISIONS", "RUNTIME_FIELDS"]

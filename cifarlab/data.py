@@ -31,20 +31,23 @@ import numpy as np
 import torch
 
 from .classes import ClassSelection, select_classes
+from .errors import CifarlabError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 ARCHIVE_NAME = "cifar-100-python.tar.gz"
 FOLDER_NAME = "cifar-100-python"
 SAMPLE_PATH = Path(__file__).with_name("sample") / "cifar100_sample_0_55_58.npz"
-# Train-set channel statistics of the full CIFAR-100 (published values; the template used
-# rounded ones for its Normalize, which the template model keeps for fidelity).
-TRAIN_MEAN = (0.50707516, 0.48654887, 0.44091784)
-TRAIN_STD = (0.26733429, 0.25643846, 0.27615047)
 
 
-class DataError(RuntimeError):
+class DataDirError(CifarlabError, ValueError):
+    """The data folder option names something that cannot be a data folder (a user mistake: rc 2)."""
+
+
+class DataError(CifarlabError, RuntimeError):
     """The data is missing, corrupt or unreachable; the message names the file and the fix."""
+
+    exit_code = 1
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -138,6 +141,28 @@ def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = No
 def full_dataset_on_disk(data_dir=None) -> bool:
     root = default_data_dir(data_dir)
     return (root / FOLDER_NAME).is_dir() or (root / ARCHIVE_NAME).is_file()
+
+
+def check_data_dir(data_dir=None) -> Path:
+    """Before any work: the data folder must be a folder (or not exist yet: it is created)."""
+    root = default_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        what = "--data-dir" if data_dir else ("$CIFARLAB_DATA" if os.environ.get("CIFARLAB_DATA") else "the cache")
+        raise DataDirError(f"{what} {root} is a file, not a folder: pass the folder that holds (or will hold) "
+                           f"{FOLDER_NAME}/ or {ARCHIVE_NAME}")
+    return root
+
+
+def data_source(class_ids, data_dir=None) -> str:
+    """Where the pixels of these classes come from - decided here only:
+
+    ``"full"`` when the full dataset is on disk, else ``"sample"`` when every class is in the
+    sample shipped with the package, else ``"download"`` (the full dataset, fetched first)."""
+    if full_dataset_on_disk(data_dir):
+        return "full"
+    if set(class_ids) <= set(sample_class_ids()):
+        return "sample"
+    return "download"
 
 
 def _unpickle(path: Path) -> dict:
@@ -238,7 +263,8 @@ def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1
                 verbose: bool = True) -> Subset:
     """Load the chosen classes (ids, names or superclasses) as a :class:`Subset` on ``device``."""
     selection = select_classes(classes)
-    if not full_dataset_on_disk(data_dir) and set(selection.ids) <= set(sample_class_ids()):
+    check_data_dir(data_dir)
+    if data_source(selection.ids, data_dir) == "sample":
         s = load_sample()
         tr = _select_rows(s["x_train"], s["y_train"], selection)
         te = _select_rows(s["x_test"], s["y_test"], selection)

@@ -1,9 +1,116 @@
-"""Image grids: a few examples per class, and test images with predicted vs true labels."""
+"""Every figure the lab draws, in one place.
+
+* training curves (the template's two panels) and the confusion matrix - in each run record;
+* comparison plots (accuracy and time per configuration, validation curves) - the summary;
+* image grids (examples per class, predictions) and the picker's thumbnail strips.
+
+Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state: safe in scripts, threads
+and workers); :func:`show` renders them in a notebook. This module imports nothing else of cifarlab.
+"""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = None) -> Figure:
+    """Cross-entropy and accuracy per epoch: train (mean line, 25-75% band over batches) vs validation.
+
+    The train curves are measured on the training batches as trained: augmented, with dropout, and
+    (with label smoothing) on the smoothed loss - so for the improved recipe the validation loss can
+    sit below the train loss. The record's final train/val numbers are measured alike, in eval mode."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    if history:
+        ep = np.array([h["epoch"] for h in history])
+        for ax, key, label in ((axes[0], "loss", "cross-entropy"), (axes[1], "acc", "accuracy")):
+            mean = np.array([h[f"train_{key}"] for h in history])
+            ax.fill_between(ep, [h[f"train_{key}_p25"] for h in history], [h[f"train_{key}_p75"] for h in history],
+                            alpha=0.25, color="C0", label="train 25-75% of batches")
+            ax.plot(ep, mean, color="C0", label="train (mean)")
+            val = np.array([np.nan if h.get(f"val_{key}") is None else h[f"val_{key}"] for h in history], dtype=float)
+            if np.isfinite(val).any():
+                ax.plot(ep, val, color="C1", label="validation")
+            if best_epoch:
+                ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"best val epoch {best_epoch}")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[1].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def confusion_figure(cm: np.ndarray, names, title: str = "test set") -> Figure:
+    """The confusion matrix (rows: true class), counts in the cells, drawn by scikit-learn."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+    k = len(names)
+    size = max(4.5, 0.5 * k + 2.5)
+    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(cm, display_labels=list(names)).plot(ax=ax, cmap="Blues", xticks_rotation=45,
+                                                                colorbar=True, values_format="d")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    # One line each: a long title would be cut at the figure's edge.
+    ax.set_title("\n".join(part.strip() for part in title.split(":")), fontsize=10)
+    return fig
+
+
+def plot_comparison(groups) -> Figure:
+    """Validation and test accuracy (mean ± std over seeds) and training seconds per configuration.
+
+    ``groups``: objects with ``label``, ``mean(key)`` and ``std(key)`` (cifarlab.comparison.Group)."""
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(groups))
+    w = 0.38
+    labels = [g.label.replace(" (", "\n(") for g in groups]
+    for off, key, label in ((-w / 2, "val_acc", "validation"), (w / 2, "test_acc", "test")):
+        ax1.bar(x + off, [g.mean(key) for g in groups], w, yerr=[g.std(key) for g in groups], capsize=4, label=label)
+    vals = [g.mean(k) - g.std(k) for g in groups for k in ("val_acc", "test_acc")]
+    lo = np.nanmin(vals) if np.isfinite(vals).any() else 0.0
+    ax1.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax1.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax1.set_ylabel("accuracy (mean ± std over seeds)")
+    ax1.legend()
+    ax1.grid(axis="y", alpha=0.3)
+    ax2.bar(x, [g.mean("train_seconds") for g in groups], 0.6, yerr=[g.std("train_seconds") for g in groups],
+            capsize=4, color="C2")
+    ax2.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax2.set_ylabel("training seconds per run")
+    ax2.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_validation_curves(groups) -> Figure:
+    """Validation accuracy and loss per epoch, mean over seeds, one line per configuration."""
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, g in enumerate(groups):
+        n = min(len(r.history) for r in g.records)
+        ep = np.arange(1, n + 1)
+        for ax, key in zip(axes, ("val_acc", "val_loss")):
+            v = np.array([[np.nan if h.get(key) is None else h[key] for h in r.history[:n]] for r in g.records],
+                         dtype=float)
+            if np.isfinite(v).any():
+                ax.plot(ep, np.nanmean(v, 0), color=f"C{i % 10}", label=g.label,
+                        ls="-" if g.model == "improved" else "--")
+    axes[0].set_ylabel("validation accuracy")
+    axes[1].set_ylabel("validation cross-entropy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if groups:
+        axes[0].legend(fontsize=8)
+    return fig
 
 
 def _np(x):
@@ -62,9 +169,31 @@ def show(*figs) -> None:
     The library draws on plain ``Figure`` objects (no pyplot state, safe in scripts and
     threads); IPython only knows how to render those once pyplot's inline backend is
     active, so they are rendered to PNG here, which works in Jupyter, Colab and papermill."""
-    import io
     from IPython.display import Image, display
     for fig in figs:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         display(Image(data=buf.getvalue(), format="png"))
+
+
+def strip_png(images, scale: int = 2) -> bytes:
+    """A row of images as one PNG (each upscaled ``scale`` times, 2 px gaps): the picker's thumbnails."""
+    from PIL import Image
+    n = len(images)
+    s = 32 * scale
+    canvas = Image.new("RGB", (n * (s + 2), s), "white")
+    for j, im in enumerate(images):
+        canvas.paste(Image.fromarray(np.asarray(im)).resize((s, s), Image.NEAREST), (j * (s + 2), 0))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def placeholder_png(text: str = "no images on disk for this class", width: int = 8 * 66) -> bytes:
+    """A grey strip with a note, where a class has no images to show."""
+    from PIL import Image, ImageDraw
+    im = Image.new("RGB", (width, 64), (235, 235, 235))
+    ImageDraw.Draw(im).text((8, 24), text, fill=(90, 90, 90))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

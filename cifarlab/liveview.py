@@ -2,8 +2,8 @@
 
 Modes (``make_view(mode)``):
 
-* ``"notebook"`` - a tqdm bar, and every ``config.plot_every`` epochs ``clear_output(wait=True)``
-  and the figure redrawn in place, like the course template;
+* ``"notebook"`` - a tqdm bar, and every ``config.plot_every`` epochs (default: about 25 redraws
+  a run) ``clear_output(wait=True)`` and the figure redrawn in place, like the course template;
 * ``"quiet"`` - for papermill, the command line and CI: about ten short text lines per run
   and one final figure - no flood of redraws or bar updates in a saved notebook or a log;
 * ``"bar"`` - a text tqdm bar (interactive terminals);
@@ -18,37 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-from matplotlib.figure import Figure
-
-
-def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = None) -> Figure:
-    """Cross-entropy and accuracy per epoch: train (mean line, 25-75% band over batches) vs validation.
-
-    The train curves are measured on the training batches as trained: augmented, with dropout, and
-    (with label smoothing) on the smoothed loss - so for the improved recipe the validation loss can
-    sit below the train loss. The record's final train/val numbers are measured alike, in eval mode."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    if history:
-        ep = np.array([h["epoch"] for h in history])
-        for ax, key, label in ((axes[0], "loss", "cross-entropy"), (axes[1], "acc", "accuracy")):
-            mean = np.array([h[f"train_{key}"] for h in history])
-            ax.fill_between(ep, [h[f"train_{key}_p25"] for h in history], [h[f"train_{key}_p75"] for h in history],
-                            alpha=0.25, color="C0", label="train 25-75% of batches")
-            ax.plot(ep, mean, color="C0", label="train (mean)")
-            val = np.array([h.get(f"val_{key}", np.nan) for h in history], dtype=float)
-            if np.isfinite(val).any():
-                ax.plot(ep, val, color="C1", label="validation")
-            if best_epoch:
-                ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"best val epoch {best_epoch}")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        axes[1].legend(loc="lower right", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
+from .figures import plot_curves, show
 
 
 def _in_notebook() -> bool:
@@ -58,6 +28,26 @@ def _in_notebook() -> bool:
         return shell is not None and "IPKernelApp" in shell.config
     except Exception:
         return False
+
+
+def show_record(record, curves: bool | None = None) -> None:
+    """A finished run in a notebook: the reports (train, test), the confusion matrix, and the training
+    curves when they were not already drawn live (``curves=None``: only for a reused record)."""
+    from IPython.display import Image, display
+    if not record.ok:
+        print(f"{record.path}: {record.metrics.get('status')} - {record.metrics.get('error')}")
+        return
+    print("train set\n" + (record.path / "report_train.txt").read_text())
+    print("test set\n" + (record.path / "report_test.txt").read_text())
+    if curves if curves is not None else record.reused:
+        display(Image(filename=str(record.path / "curves.png")))
+    display(Image(filename=str(record.path / "confusion.png")))
+
+
+def redraw_every(cfg, epochs: int) -> int:
+    """Epochs between redraws: ``cfg.plot_every``, else about 25 redraws a run (the course's every
+    20 epochs for its 500)."""
+    return cfg.plot_every or max(1, epochs // 25)
 
 
 class QuietView:
@@ -83,7 +73,6 @@ class QuietView:
 
     def close(self, result) -> None:
         if self.show_final and result.history:
-            from .figures import show
             show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 
 
@@ -122,10 +111,13 @@ class NotebookView(BarView):
     def __init__(self):
         super().__init__(notebook=True)
 
+    def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
+        super().start(cfg, total_steps, steps_per_epoch)
+        self.every = redraw_every(cfg, total_steps // steps_per_epoch)
+
     def _redraw(self, result) -> None:
         from IPython.display import clear_output, display
 
-        from .figures import show
         clear_output(wait=True)
         container = getattr(self.bar, "container", None)  # the widget bar, shown again after the clear
         if container is not None:
@@ -134,11 +126,11 @@ class NotebookView(BarView):
 
     def epoch_end(self, result) -> None:
         super().epoch_end(result)
-        if len(result.history) % self.cfg.plot_every == 0:
+        if len(result.history) % self.every == 0:
             self._redraw(result)
 
     def close(self, result) -> None:
-        if result.history and len(result.history) % self.cfg.plot_every != 0:
+        if result.history and len(result.history) % self.every != 0:
             self._redraw(result)
         super().close(result)
 

@@ -12,13 +12,13 @@ it can still be built and driven from code; ``str(picker)`` describes the select
 """
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 
 from .classes import COARSE_NAMES, FINE_NAMES, ClassSelectionError, select_classes, superclass_members, superclass_of
-from .data import full_dataset_on_disk, load_sample, read_split, ensure_dataset
+from .data import data_source, ensure_dataset, load_sample, read_split
+from .figures import placeholder_png, strip_png
 
 ALL = "(all superclasses)"
 THUMBS_PER_CLASS = 8
@@ -41,7 +41,7 @@ class ThumbnailSource:
 
     def _load(self):
         if self._arrays is None:
-            if full_dataset_on_disk(self.data_dir):
+            if data_source((), self.data_dir) == "full":
                 x, y = read_split(ensure_dataset(self.data_dir, download=False), "test")
                 self._arrays = (x, y, "full")
             else:
@@ -55,28 +55,6 @@ class ThumbnailSource:
         if len(idx) == 0:
             return None, "placeholder"
         return x[idx], tag
-
-
-def strip_png(images, scale: int = 2) -> bytes:
-    """A row of images as one PNG (each upscaled ``scale`` times, 2 px gaps)."""
-    from PIL import Image
-    n = len(images)
-    s = 32 * scale
-    canvas = Image.new("RGB", (n * (s + 2), s), "white")
-    for j, im in enumerate(images):
-        canvas.paste(Image.fromarray(np.asarray(im)).resize((s, s), Image.NEAREST), (j * (s + 2), 0))
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def placeholder_png(text: str = "no images on disk for this class") -> bytes:
-    from PIL import Image, ImageDraw
-    im = Image.new("RGB", (THUMBS_PER_CLASS * 66, 64), (235, 235, 235))
-    ImageDraw.Draw(im).text((8, 24), text, fill=(90, 90, 90))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class ClassPicker:
@@ -190,7 +168,7 @@ class ClassPicker:
                 continue
             images, tag = self.thumbs.images(i)
             self.thumbnail_sources[i] = tag
-            png = strip_png(images) if images is not None else placeholder_png()
+            png = strip_png(images) if images is not None else placeholder_png(width=THUMBS_PER_CLASS * 66)
             note = {"full": "", "sample": " (shipped sample)",
                     "placeholder": " - no images here: the full dataset is not on disk yet (it is downloaded when you train)"}[tag]
             width = 66 * (len(images) if images is not None else THUMBS_PER_CLASS)  # native size, not stretched
@@ -215,4 +193,4 @@ def picked(picker: "ClassPicker | None", default):
     return default
 
 
-__all__ = ["ClassPicker", "ClassSelectionError", "picked", "strip_png", "ThumbnailSource"]
+__all__ = ["ClassPicker", "ClassSelectionError", "picked", "ThumbnailSource"]
