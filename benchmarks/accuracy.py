@@ -10,7 +10,8 @@ accuracy, validation accuracy, training seconds), then the final line
 
   improved <best tactic>: test_acc <mean> ± <std> in <seconds> s vs template avg: <mean> ± <std> in <seconds> s
 
-where the best improved tactic is the one with the highest mean *validation* accuracy.
+where the best improved tactic is the library's choice (cifarlab.comparison.choose: validation only,
+ties judged on paired validation images, the fastest of tied tactics).
 ``--json`` appends every run's numbers to a file (benchmarks/accuracy_results.json).
 """
 from __future__ import annotations
@@ -19,15 +20,17 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from cifarlab.comparison import choose, group_records
 from cifarlab.config import POOLINGS, make_config
 from cifarlab.data import load_subset
-from cifarlab.engine import train
-from cifarlab.evaluation import evaluate_final
+from cifarlab.experiment import run
+from cifarlab.records import find_records
 
 
 def mean_std(values):
@@ -44,51 +47,69 @@ def main() -> None:
                     help="tactics for the template net (default: --poolings); 'avg' alone is the course's baseline")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default=None, help="override every preset's precision (auto, fp32, bf16)")
+    ap.add_argument("--out", default=None, help="keep the run records here (default: a temporary folder); "
+                                                "records already there are reused")
     ap.add_argument("--json", default=None, help="append per-run results to this JSON-lines file")
     ap.add_argument("--dry-run", action="store_true", help="two training steps per run: checks the script, not the nets")
     args = ap.parse_args()
 
     sub = load_subset(args.classes, data_dir=args.data_dir, verbose=False)
     print(f"classes {sub.classes} ({len(sub.y_train)} train / {len(sub.y_val)} val / {len(sub.y_test)} test), "
-          f"{args.seeds} seeds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.machine()} {platform.processor()}", flush=True)
-    results: dict[tuple[str, str], list[dict]] = {}
+          f"{args.seeds} seeds; torch {torch.__version__}, {torch.get_num_threads()} threads, {machine()}", flush=True)
+    tmp = None if args.out else tempfile.TemporaryDirectory(prefix="accuracy-runs-")
+    out = Path(args.out or tmp.name)
     for model in args.models.split(","):
         tactics = args.template_poolings if model == "template" and args.template_poolings else args.poolings
         for pooling in tactics.split(","):
             for seed in range(args.seeds):
                 cfg = make_config(model, classes=sub.classes.ids, pooling=pooling, seed=seed, device=args.device,
-                                  dry_run=args.dry_run)
-                r = train(cfg, sub)
-                m = evaluate_final(r, sub).metrics
+                                  dry_run=args.dry_run, precision=args.precision)
+                rec = run(cfg, out=out, subset=sub, live="none")
+                m = rec.metrics
                 row = {k: m.get(k) for k in ("model", "pooling", "seed", "test_acc", "test_macro_f1", "test_acc_tta",
-                                             "val_acc", "train_acc", "train_seconds", "epochs", "device")}
+                                             "val_acc", "train_acc", "train_seconds", "epochs", "device", "precision")}
                 row["classes"] = list(sub.classes.ids)
                 row["hidden_size"] = cfg.hidden_size
-                results.setdefault((model, pooling), []).append(row)
                 print(f"  {model:8s} {pooling:6s} seed {seed}: test {row['test_acc']:.4f}  val {row['val_acc']:.4f}  "
-                      f"train {row['train_acc']:.4f}  {row['train_seconds']:.1f} s", flush=True)
-                if args.json:
+                      f"train {row['train_acc']:.4f}  {row['train_seconds']:.1f} s ({row['precision']})", flush=True)
+                if args.json and not rec.reused:
                     with open(args.json, "a") as f:
                         f.write(json.dumps({**row, "machine": platform.machine(), "when": time.strftime("%Y-%m-%d")}) + "\n")
 
+    groups = group_records([r for r in find_records(out) if r.config.classes == sub.classes.ids
+                            and r.config.dry_run == args.dry_run], dry_runs=args.dry_run)
     print(f"\n{'config':18s} {'test acc':>17s} {'macro-F1':>17s} {'test acc (TTA)':>17s} {'val acc':>17s} {'train s':>13s}")
-    for (model, pooling), rows in results.items():
+    for g in groups:
         cells = []
         for key in ("test_acc", "test_macro_f1", "test_acc_tta", "val_acc"):
-            vals = [r[key] for r in rows if r[key] is not None]
+            vals = [r.metrics[key] for r in g.records if r.metrics.get(key) is not None]
             cells.append(f"{mean_std(vals)[0]:.4f} ± {mean_std(vals)[1]:.4f}" if vals else "-")
-        s = mean_std([r["train_seconds"] for r in rows])
-        print(f"{model + '/' + pooling:18s} " + " ".join(f"{c:>17s}" for c in cells) + f" {s[0]:7.1f} ± {s[1]:4.1f}")
+        s = mean_std([r.metrics["train_seconds"] for r in g.records])
+        print(f"{g.label:18s} " + " ".join(f"{c:>17s}" for c in cells) + f" {s[0]:7.1f} ± {s[1]:4.1f}")
 
-    improved = {p: rows for (m, p), rows in results.items() if m == "improved"}
-    template = results.get(("template", "avg"))
+    improved = [g for g in groups if g.model == "improved"]
+    template = [g for g in groups if g.model == "template" and g.pooling == "avg"]
     if improved and template:
-        best = max(improved, key=lambda p: statistics.mean(r["val_acc"] for r in improved[p]))
-        ia, ta = (mean_std([r["test_acc"] for r in rs]) for rs in (improved[best], template))
-        isec, tsec = (statistics.mean(r["train_seconds"] for r in rs) for rs in (improved[best], template))
-        print(f"improved {best}: test_acc {ia[0]:.4f} ± {ia[1]:.4f} in {isec:.1f} s vs template avg: "
+        best = choose(improved).group  # the library's rule, on validation only
+        ia, ta = (mean_std([r.metrics["test_acc"] for r in g.records]) for g in (best, template[0]))
+        isec, tsec = (statistics.mean(r.metrics["train_seconds"] for r in g.records) for g in (best, template[0]))
+        print(f"improved {best.pooling}: test_acc {ia[0]:.4f} ± {ia[1]:.4f} in {isec:.1f} s vs template avg: "
               f"{ta[0]:.4f} ± {ta[1]:.4f} in {tsec:.1f} s")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def machine() -> str:
+    """The processor, as a figure's caption needs it: model name, bf16 units, torch's CPU capability."""
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    from cifarlab.engine import cpu_bf16_flags
+    return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
+            f"{', '.join(cpu_bf16_flags()) or 'no'}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@
     python -m cifarlab train --preset template --pooling avg --classes 0,55,58 --out runs
     python -m cifarlab train --dry-run                  # two steps: a smoke test
     python -m cifarlab compare --runs runs --best best  # table, choice, best/ with ONNX
+    python -m cifarlab compare --runs runs --experiment vehicles_1   # when runs/ holds several experiments
     python -m cifarlab classes                          # the 100 classes by superclass
 
 Every RunConfig field is an option of ``train`` (``--lr``, ``--batch-size``, ``--augment`` ...).
-Bad arguments end with one line saying what is wrong and exit status 2.
+A run whose complete record already exists is reused, not retrained (``--force`` retrains it).
+A mistake in what was asked ends with one line saying what is wrong and exit status 2, before
+anything trains; a run that fails (a download, a diverged training) with one line and status 1.
 """
 from __future__ import annotations
 
@@ -15,9 +18,8 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 
-from .config import PRESETS, RunConfig
+from .config import CHOICES, PRESETS, RUNTIME_FIELDS, RunConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,64 +27,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _bool(s: str) -> bool:
-    v = str(s).strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-
-
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(RunConfig)
+    """Every RunConfig field as an option. Values stay strings here: the config checks and coerces
+    them, so the command line and Python give the same one-line errors."""
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "dry_run":
             p.add_argument(flag, action="store_true", default=None, help="train two steps only (smoke test)")
-            continue
-        t = hints[f.name]
-        if f.name == "classes":
+        elif f.name == "classes":
             p.add_argument(flag, default=None, help="ids, names or superclasses, comma-separated (default 0,55,58)")
-        elif t is bool:
-            p.add_argument(flag, type=_bool, default=None, metavar="true|false", help=f"default {f.default}")
         else:
-            p.add_argument(flag, type=t if t in (int, float) else str, default=None, help=f"default {f.default}")
+            choices = CHOICES.get(f.name)
+            p.add_argument(flag, default=None, metavar="|".join(choices) if choices else None,
+                           help=f"default {f.default}" + (" (not part of the run's identity)"
+                                                          if f.name in RUNTIME_FIELDS else ""))
 
 
 def _train(args) -> int:
     from .config import make_config
-    from .experiment import run, summarize
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
-    cfg = make_config(args.preset, **overrides)
-    record = run(cfg, out=args.out, data_dir=args.data_dir, live=args.live)
+    cfg = make_config(args.preset, **overrides)   # checked before torch is even imported
+    from .experiment import run, summarize
+    record = run(cfg, out=args.out, data_dir=args.data_dir, live=args.live, force=args.force)
     print(summarize(record))
     return 0
 
 
 def _compare(args) -> int:
-    from .comparison import CHOICE_RULE, choose, group_records, table
-    from .data import subset_for
-    from .export import save_best
-    from .records import find_records
+    from .comparison import compare_and_save
 
-    records = find_records(args.runs)
-    groups = group_records(records)
-    if not groups:
-        raise ValueError(f"no completed run records under {args.runs}: train some runs first")
-    print(table(groups))
-    choice = choose(groups)
-    print("\nRule: " + CHOICE_RULE)
-    print("Choice: " + choice.explanation)
-    print(choice.distinguishable)
-    if args.best:
-        subset = subset_for(choice.record.config, args.data_dir, verbose=False)
-        check = save_best(choice.record, args.best, {"rule": CHOICE_RULE, "explanation": choice.explanation},
-                          subset.x_test[:8])
-        print(f"saved {choice.record.path} to {args.best} with model.onnx (opset {check['opset']}, "
-              f"max |onnxruntime - torch| {max(check['max_abs_diff'].values()):.2e})")
-    return 0
+    c = compare_and_save(args.runs, args.best, args.experiment, args.data_dir)
+    print(c.report())
+    if c.saved is not None:
+        print(f"\nsaved {c.choice.record.path} to {args.best} with model.onnx (opset {c.saved['opset']}, "
+              f"max |onnxruntime - torch| {max(c.saved['max_abs_diff'].values()):.2e})")
+    return 0 if c.choice is not None or args.best is None else 2
 
 
 def _classes(args) -> int:
@@ -99,11 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs", help="folder for run records (default runs)")
     t.add_argument("--data-dir", default=None, help="CIFAR-100 folder (default $CIFARLAB_DATA or ~/.cache/cifarlab)")
     t.add_argument("--live", default="auto", choices=["auto", "bar", "quiet", "none"], help="progress display")
+    t.add_argument("--force", action="store_true",
+                   help="retrain even when a complete record of this exact run exists (default: reuse it)")
     _add_config_options(t)
     t.set_defaults(func=_train)
     c = sub.add_parser("compare", help="compare run records, choose, save best/ with ONNX")
-    c.add_argument("--runs", default="runs")
-    c.add_argument("--best", default=None, help="folder to save the chosen model to (e.g. best)")
+    c.add_argument("--runs", default="runs", help="folder of run records (default runs)")
+    c.add_argument("--experiment", default=None,
+                   help="which experiment, by name or classes (needed when the runs folder holds several)")
+    c.add_argument("--best", default=None, help="folder to save the chosen model to (new, empty, or a previous "
+                                                "best folder; anything else is refused)")
     c.add_argument("--data-dir", default=None)
     c.set_defaults(func=_compare)
     k = sub.add_parser("classes", help="list the 100 classes by superclass")
@@ -113,22 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .classes import ClassSelectionError
-    from .config import ConfigError
-    from .data import DataError
-    from .engine import TrainingDiverged
-    from .export import ExportError
+    from .errors import CifarlabError
     try:
         return args.func(args)
-    except (ConfigError, ClassSelectionError, DataError, TrainingDiverged, ExportError,
-            FileNotFoundError, ValueError, RuntimeError) as e:
+    except CifarlabError as e:
         if os.environ.get("CIFARLAB_DEBUG"):
             raise
         print(f"cifarlab: error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, (TrainingDiverged, DataError)) else 2
+        return e.exit_code
     except KeyboardInterrupt:
-        print("cifarlab: interrupted", file=sys.stderr)
+        print("cifarlab: interrupted; finished records are kept, an unfinished one is not written", file=sys.stderr)
         return 130
+    except Exception as e:  # a full accelerator is not a bad argument: rc 1, with what to do
+        import torch
+        if isinstance(e, torch.OutOfMemoryError):
+            print(f"cifarlab: error: the device ran out of memory ({str(e).splitlines()[0]}); lower --batch-size, "
+                  f"or use --device cpu", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -1,43 +1,138 @@
-"""Comparing runs from their records: mean ± std over seeds, a stated choice rule, plots.
+"""Comparing runs from their records: experiments, configurations, paired statistics, the choice.
 
-The rule (``CHOICE_RULE``) uses validation accuracy only - the test set reports, it never
-chooses. Seed-to-seed spread decides what counts as a tie.
+* An **experiment** is what one comparison covers: runs on the same data (classes, validation
+  split). Records of different experiments are never pooled: :func:`compare` asks which one
+  when a runs folder holds several.
+* A **configuration** is a run's identity minus its seed; its seeds are what a row averages
+  (mean ± std). Two configurations that share model and pooling are labelled by what differs,
+  e.g. ``improved/max (epochs 3)``.
+* Differences are judged on **paired** data: every run of an experiment is scored on the same
+  validation and test images, so two configurations are compared image by image
+  (:func:`paired_difference`), not as independent samples.
+* The **choice** (:data:`CHOICE_RULE`) uses validation images only; the test set reports.
+
+Dry-run records never enter a comparison; diverged runs are listed, not averaged.
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from .records import Record
+from .classes import ClassSelectionError, select_classes
+from .config import RUNTIME_FIELDS
+from .errors import CifarlabError
+from .records import Record, find_records
+
+CONFIDENCE = 0.95
+N_BOOT = 4000
+
+PAIRED_METHOD = (
+    "paired bootstrap: the same images score every run, so the difference in accuracy between two "
+    "configurations is resampled image by image (the same resampled images for both) and seed by seed, "
+    f"{N_BOOT} times; the middle {CONFIDENCE:.0%} of those differences is the interval. An interval that "
+    "excludes 0 means the two differ by more than the noise of which images and seeds happened to be drawn.")
 
 CHOICE_RULE = (
-    "Choose the configuration (model, pooling) with the highest mean validation accuracy over seeds. "
-    "Configurations whose mean is within one seed-to-seed standard deviation of the best count as tied; "
-    "among tied ones the fastest (mean training seconds) wins. From the chosen configuration, the seed "
-    "with the highest validation accuracy is saved. The test set is reported, never used to choose.")
+    "Within one experiment, choose the configuration with the highest mean validation accuracy over its "
+    "seeds. Any other configuration whose difference from it on the same validation images is not "
+    f"distinguishable (the {CONFIDENCE:.0%} paired-bootstrap interval of the difference includes 0) counts as "
+    "tied, and among tied ones the fastest (mean training seconds) wins. From the chosen configuration, the "
+    "seed with the highest validation accuracy is saved. The test set is reported, never used to choose.")
 
-METRICS = (("test_acc", "test acc"), ("test_macro_f1", "test macro-F1"), ("val_acc", "val acc"),
-           ("train_acc", "train acc"), ("train_seconds", "train s"), ("acc_gap", "acc gap"),
-           ("loss_gap", "loss gap"), ("val_loss_rise", "val-loss rise"))
+
+class ComparisonError(CifarlabError, ValueError):
+    """The records cannot be compared as asked; the message says what was found and what to pass."""
 
 
 def _value(record: Record, key: str) -> float:
     m = record.metrics
-    v = m["overfitting"].get(key) if key in m["overfitting"] else m.get(key)
+    v = m.get("overfitting", {}).get(key) if key in m.get("overfitting", {}) else m.get(key)
     return float("nan") if v is None else float(v)
 
 
+# --- experiments --------------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    """The records of one experiment (same classes and split)."""
+
+    id: str
+    name: str
+    label: str
+    records: list[Record]                                   # complete, not dry runs
+    diverged: list[Record] = field(default_factory=list)
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return self.records[0].config.classes if self.records else self.diverged[0].config.classes
+
+    def describe(self) -> str:
+        d = f", {len(self.diverged)} diverged" if self.diverged else ""
+        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d})"
+
+
+def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
+    """Records grouped by experiment (dry runs left out), and how many dry-run records were left out."""
+    by_id: dict[str, Experiment] = {}
+    dry = 0
+    for r in records:
+        if r.config.dry_run:
+            dry += 1
+            continue
+        c = r.config
+        e = by_id.setdefault(c.experiment_id, Experiment(c.experiment_id, c.experiment_name, c.experiment_label, []))
+        (e.records if r.ok else e.diverged).append(r)
+    return sorted(by_id.values(), key=lambda e: e.name), dry
+
+
+def select_experiment(found: list[Experiment], which=None, where="") -> Experiment:
+    """The experiment named by ``which`` (its name, or its classes as ids/names/superclass), or the only
+    one there is. Several and no ``which``: an error that lists them and says what to pass."""
+    listing = "\n".join(f"  - {e.describe()}" for e in found)
+    if not found:
+        raise ComparisonError(f"no run records to compare{where}: train some runs first "
+                              f"(python -m cifarlab train --out RUNS, or make run-all)")
+    if which is None or which == "" or which == []:
+        if len(found) == 1:
+            return found[0]
+        raise ComparisonError(f"{len(found)} experiments found{where}; records of different experiments are never "
+                              f"compared together. Choose one with --experiment NAME (notebook: EXPERIMENT = ...), "
+                              f"by its name or its classes:\n{listing}")
+    matches = [e for e in found if e.name == str(which) or e.id.startswith(str(which))]
+    if not matches:
+        try:
+            ids = select_classes(which).ids
+        except ClassSelectionError:
+            ids = None
+        matches = [e for e in found if ids is not None and tuple(e.classes) == tuple(ids)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ComparisonError(f"no experiment matches {which!r}{where}; found:\n{listing}")
+    raise ComparisonError(f"{which!r} matches {len(matches)} experiments{where} (same classes, different "
+                          f"validation splits); pass one by name:\n"
+                          + "\n".join(f"  - {e.describe()}" for e in matches))
+
+
+# --- configurations -----------------------------------------------------------------------------
 @dataclass
 class Group:
-    """All seeds of one (model, pooling) configuration."""
+    """All seeds of one configuration."""
 
-    model: str
-    pooling: str
+    key: str                 # config_id
     records: list[Record]
+    label: str = ""
+
+    @property
+    def model(self) -> str:
+        return self.records[0].config.model
+
+    @property
+    def pooling(self) -> str:
+        return self.records[0].config.pooling
 
     @property
     def n(self) -> int:
@@ -47,151 +142,286 @@ class Group:
         return np.array([_value(r, key) for r in self.records], dtype=float)
 
     def mean(self, key: str) -> float:
-        return float(np.nanmean(self.values(key)))
+        v = self.values(key)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
     def std(self, key: str) -> float:
         v = self.values(key)
         return float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0
 
-    @property
-    def label(self) -> str:
-        return f"{self.model}/{self.pooling}"
+    def correct(self, split: str) -> np.ndarray:
+        """Per-seed, per-image correctness on ``split`` (seeds x images, bool) from the recorded predictions."""
+        rows = []
+        for r in self.records:
+            p = r.predictions(split)
+            rows.append(p["pred"] == p["true"])
+        return np.array(rows, dtype=bool)
 
 
-def group_records(records: list[Record]) -> list[Group]:
-    groups: dict[tuple, list[Record]] = defaultdict(list)
+_ORDER = {"stride": 0, "max": 1, "avg": 2}
+
+
+def group_records(records: list[Record], dry_runs: bool = False) -> list[Group]:
+    """Complete records grouped by configuration (identity minus seed), improved net first. Dry runs are
+    left out unless ``dry_runs`` (a smoke test of a script that compares)."""
+    groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        groups[(r.config.model, r.config.pooling)].append(r)
-    order = {"stride": 0, "max": 1, "avg": 2}
-    return [Group(m, p, sorted(rs, key=lambda r: r.config.seed))
-            for (m, p), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9)))]
+        if r.ok and (dry_runs or not r.config.dry_run):
+            groups[r.config.config_id].append(r)
+    out = [Group(k, sorted(rs, key=lambda r: r.config.seed)) for k, rs in groups.items()]
+    _label(out)
+    return sorted(out, key=lambda g: (g.model != "improved", g.model, _ORDER.get(g.pooling, 9), g.label))
 
 
-def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+def _label(groups: list[Group]) -> None:
+    """``model/pooling``, plus what differs when several configurations share model and pooling."""
+    by_mp: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        by_mp[(g.model, g.pooling)].append(g)
+    for (model, pooling), gs in by_mp.items():
+        base = f"{model}/{pooling}"
+        if len(gs) == 1:
+            gs[0].label = base
+            continue
+        idents = [{k: v for k, v in g.records[0].config.identity().items() if k not in ("seed",) + RUNTIME_FIELDS}
+                  for g in gs]
+        differ = [k for k in idents[0] if len({repr(i[k]) for i in idents}) > 1]
+        for g, ident in zip(gs, idents):
+            g.label = f"{base} (" + ", ".join(f"{k.replace('_', ' ')} {ident[k]}" for k in differ) + ")"
 
 
-def table(groups: list[Group], model: str | None = None) -> str:
-    """A text table: one row per pooling tactic, mean ± std over seeds of each metric."""
-    rows = [g for g in groups if model is None or g.model == model]
-    head = ["config", "seeds"] + [name for _, name in METRICS]
-    body = []
-    for g in rows:
-        cells = [g.label, str(g.n)]
-        for key, _ in METRICS:
-            digits = 1 if key == "train_seconds" else (3 if key in ("loss_gap", "val_loss_rise") else 4)
-            cells.append(_pm(g.mean(key), g.std(key), g.n, digits))
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
+# --- paired statistics --------------------------------------------------------------------------
+@dataclass
+class Paired:
+    """The accuracy difference a - b on the same images, with its paired-bootstrap interval."""
+
+    diff: float
+    lo: float
+    hi: float
+    a_only: float        # images a gets right and b wrong (mean over seed pairs)
+    b_only: float
+    n_images: int
+    seeds: tuple[int, int]
+
+    @property
+    def distinguishable(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    def interval(self) -> str:
+        return f"{self.diff:+.4f} ({CONFIDENCE:.0%} interval {self.lo:+.4f} to {self.hi:+.4f})"
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Paired:
+    """Paired bootstrap of mean accuracy(a) - mean accuracy(b).
+
+    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order.
+    Each bootstrap draw resamples the images (the same draw for both sides) and each side's seeds."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
+    n, sa, sb = a.shape[1], a.shape[0], b.shape[0]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, 500):  # chunks keep the weight matrices small for big test sets
+        m = min(500, n_boot - start)
+        w = rng.multinomial(n, np.full(n, 1 / n), size=m)        # image counts per draw
+        ca = rng.multinomial(sa, np.full(sa, 1 / sa), size=m)    # seed counts per draw
+        cb = rng.multinomial(sb, np.full(sb, 1 / sb), size=m)
+        acc_a = np.einsum("ms,sn,mn->m", ca, a, w) / (sa * n)
+        acc_b = np.einsum("ms,sn,mn->m", cb, b, w) / (sb * n)
+        diffs.append(acc_a - acc_b)
+    d = np.concatenate(diffs)
+    tail = (1 - CONFIDENCE) / 2
+    lo, hi = np.quantile(d, [tail, 1 - tail])
+    pa, pb = a.mean(0), b.mean(0)
+    return Paired(float(pa.mean() - pb.mean()), float(lo), float(hi), float((pa * (1 - pb)).sum()),
+                  float((pb * (1 - pa)).sum()), n, (sa, sb))
+
+
+def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
+    """The paired comparison of two configurations on ``split``, in a sentence a student can read."""
+    p = paired_difference(ga.correct(split), gb.correct(split))
+    what = f"{ga.label} vs {gb.label}: {p.interval()} {split} accuracy"
+    images = (f"{ga.label} is right on {p.a_only:.1f} of the {p.n_images} images that {gb.label} gets wrong, "
+              f"{gb.label} on {p.b_only:.1f} that {ga.label} gets wrong"
+              + (" (means over seed pairs)" if max(p.seeds) > 1 else ""))
+    if p.distinguishable:
+        return p, f"{what} - distinguishable: {images}."
+    if p.diff == 0 and p.a_only == 0 and p.b_only == 0:
+        return p, f"{what} - identical predictions on every image."
+    half = (p.hi - p.lo) / 2
+    need = (half / abs(p.diff)) ** 2 if p.diff else math.inf
+    more = (f"separating a difference this size would take about {need:.0f}x as many {split} images"
+            if math.isfinite(need) else "there is no difference to separate")
+    return p, (f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}; "
+               f"more seeds narrow only the training-noise part.")
+
+
+def distinguishability(groups: list[Group], split: str = "test") -> str:
+    """Per model, every pair of its configurations judged on paired data."""
+    lines = []
+    for model in dict.fromkeys(g.model for g in groups):
+        gs = [g for g in groups if g.model == model]
+        for i in range(len(gs)):
+            for j in range(i + 1, len(gs)):
+                a, b = (gs[i], gs[j]) if gs[i].mean(f"{split}_acc") >= gs[j].mean(f"{split}_acc") else (gs[j], gs[i])
+                lines.append(verdict(a, b, split)[1])
+    if not lines:
+        return "Only one configuration per model: nothing to distinguish."
+    return "\n".join(lines)
+
+
+# --- the choice -----------------------------------------------------------------------------------
 @dataclass
 class Choice:
     group: Group
     record: Record            # the seed that is saved
-    tied: list[Group]         # groups within the tie margin of the best mean val acc (incl. the winner)
+    tied: list[Group]         # groups not distinguishable from the best on validation (incl. the best)
     explanation: str
-    distinguishable: str
 
 
 def choose(groups: list[Group]) -> Choice:
-    """Apply :data:`CHOICE_RULE` to the groups."""
+    """Apply :data:`CHOICE_RULE` to the configurations of one experiment."""
     if not groups:
-        raise ValueError("no completed run records to compare: run the training notebook (or "
-                         "`python -m cifarlab train`) first")
-    best = max(groups, key=lambda g: g.mean("val_acc"))
-    margin = best.std("val_acc")
-    tied = [g for g in groups if best.mean("val_acc") - g.mean("val_acc") <= margin]
-    winner = min(tied, key=lambda g: g.mean("train_seconds"))
-    record = max(winner.records, key=lambda r: (_value(r, "val_acc"), -r.config.seed))
-    if len(tied) > 1:
-        why = (f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f}); "
-               f"{', '.join(g.label for g in tied if g is not best)} "
-               f"{'is' if len(tied) == 2 else 'are'} within its seed-to-seed std ({margin:.4f}), "
-               f"so the fastest of them wins: {winner.label} ({winner.mean('train_seconds'):.1f} s per run).")
+        raise ComparisonError("no completed run records to compare: run the training notebook "
+                              "(or python -m cifarlab train) first")
+    if not all(r.metrics.get("n_val") for g in groups for r in g.records):
+        raise ComparisonError("these runs have no validation split (val_fraction 0): the choice rule needs "
+                              "validation accuracy, and the test set never chooses. The table above still "
+                              "reports them; to choose, train with a validation split (val_fraction > 0, "
+                              "default 0.1).")
+    best = max(groups, key=lambda g: (g.mean("val_acc"), -g.mean("train_seconds")))
+    if len(groups) == 1:
+        tied, why = [best], f"{best.label} is the only configuration compared, so it is chosen."
     else:
-        why = (f"{winner.label} has the highest mean validation accuracy ({winner.mean('val_acc'):.4f}), "
-               f"more than one seed-to-seed std ({margin:.4f}) above every other configuration.")
+        tied, notes = [best], []
+        for g in groups:
+            if g is best:
+                continue
+            p = paired_difference(best.correct("val"), g.correct("val"))
+            notes.append(f"{g.label} {-p.diff:+.4f} ({CONFIDENCE:.0%} interval {-p.hi:+.4f} to {-p.lo:+.4f}): "
+                         + ("lower" if p.distinguishable else "tied"))
+            if not p.distinguishable:
+                tied.append(g)
+        why = (f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f} over "
+               f"{best.n} seed{'s' if best.n > 1 else ''}). Paired on the same {best.records[0].metrics['n_val']} "
+               f"validation images, the others differ by: " + "; ".join(notes) + ".")
+    winner = min(tied, key=lambda g: (g.mean("train_seconds"), g is not best))
+    if len(tied) > 1:
+        why += (f" Among the tied ({', '.join(g.label for g in tied)}) the fastest wins: {winner.label} "
+                f"({winner.mean('train_seconds'):.1f} s per run).")
+    elif len(groups) > 1:
+        why += f" None is tied with it, so {winner.label} wins."
+    record = max(winner.records, key=lambda r: (_value(r, "val_acc"), -r.config.seed))
     why += f" Saved: seed {record.config.seed} (validation accuracy {_value(record, 'val_acc'):.4f})."
-    return Choice(winner, record, tied, why, distinguishability(groups))
+    return Choice(winner, record, tied, why)
 
 
-def distinguishability(groups: list[Group], key: str = "test_acc") -> str:
-    """Say, per model, whether the pooling tactics differ by more than noise.
-
-    Two configurations differ when their means are more than two standard errors apart. A
-    mean's standard error has two parts: the seed-to-seed spread (std / sqrt(seeds)) and the
-    sampling error of the test set itself, sqrt(p(1-p)/n) - the same n test images serve every
-    seed, so more seeds never shrink that second part (300 images: about 1.7 points at p = 0.9)."""
-    sentences = []
-    for model in sorted({g.model for g in groups}):
-        gs = [g for g in groups if g.model == model]
-        if len(gs) < 2:
-            continue
-
-        def se(g: Group) -> float:
-            p, n = g.mean(key), g.records[0].metrics.get("n_test") or 300
-            return math.sqrt(g.std(key) ** 2 / g.n + max(p * (1 - p), 1e-12) / n)
-
-        pairs = []
-        for i in range(len(gs)):
-            for j in range(i + 1, len(gs)):
-                a, b = gs[i], gs[j]
-                diff = abs(a.mean(key) - b.mean(key))
-                pairs.append((a, b, diff, 2 * math.hypot(se(a), se(b))))
-        apart = [(a, b, d, t) for a, b, d, t in pairs if d > t]
-        if not apart:
-            widest = max(pairs, key=lambda p: p[2])
-            sentences.append(
-                f"{model} net: the pooling tactics are NOT distinguishable on {key.replace('_', ' ')} - the largest "
-                f"difference ({widest[0].pooling} vs {widest[1].pooling}: {widest[2]:.4f}) is within two standard "
-                f"errors ({widest[3]:.4f}). Separating them would take more test images; more seeds alone cannot.")
-        else:
-            parts = [f"{a.pooling} vs {b.pooling} ({d:.4f} > {t:.4f})" for a, b, d, t in apart]
-            sentences.append(f"{model} net: distinguishable beyond two standard errors on {key.replace('_', ' ')}: "
-                             + "; ".join(parts) + ". Other pairs are within noise.")
-    return " ".join(sentences) if sentences else "Only one configuration per model: nothing to distinguish."
+# --- tables ---------------------------------------------------------------------------------------
+QUALITY = (("test_acc", "test acc", 4), ("test_macro_f1", "test F1", 4), ("val_acc", "val acc", 4),
+           ("train_acc", "train acc", 4))
+COST = (("train_seconds", "train s", 1), ("acc_gap", "acc gap", 4), ("loss_gap", "loss gap", 3),
+        ("val_loss_rise", "val-loss rise", 3))
 
 
-def plot_comparison(groups: list[Group]) -> Figure:
-    """Test and validation accuracy (mean ± std over seeds) and training seconds per configuration."""
-    fig = Figure(figsize=(12, 4), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    x = np.arange(len(groups))
-    w = 0.38
-    for off, key, label in ((-w / 2, "val_acc", "validation"), (w / 2, "test_acc", "test")):
-        ax1.bar(x + off, [g.mean(key) for g in groups], w, yerr=[g.std(key) for g in groups], capsize=4, label=label)
-    lo = min(g.mean(k) - g.std(k) for g in groups for k in ("val_acc", "test_acc"))
-    ax1.set_ylim(max(0.0, lo - 0.05), 1.0)
-    ax1.set_xticks(x, [g.label for g in groups], rotation=20)
-    ax1.set_ylabel("accuracy (mean ± std over seeds)")
-    ax1.legend()
-    ax1.grid(axis="y", alpha=0.3)
-    ax2.bar(x, [g.mean("train_seconds") for g in groups], 0.6, yerr=[g.std("train_seconds") for g in groups],
-            capsize=4, color="C2")
-    ax2.set_xticks(x, [g.label for g in groups], rotation=20)
-    ax2.set_ylabel("training seconds per run")
-    ax2.grid(axis="y", alpha=0.3)
-    return fig
+def _pm(mean: float, std: float, n: int, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def plot_validation_curves(groups: list[Group]) -> Figure:
-    """Validation accuracy and loss per epoch, mean over seeds, one line per configuration."""
-    fig = Figure(figsize=(12, 4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for i, g in enumerate(groups):
-        n = min(len(r.history) for r in g.records)
-        ep = np.arange(1, n + 1)
-        for ax, key in zip(axes, ("val_acc", "val_loss")):
-            v = np.array([[h[key] if h[key] is not None else np.nan for h in r.history[:n]] for r in g.records])
-            ax.plot(ep, np.nanmean(v, 0), color=f"C{i}", label=g.label,
-                    ls="-" if g.model == "improved" else "--")
-    axes[0].set_ylabel("validation accuracy")
-    axes[1].set_ylabel("validation cross-entropy")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return fig
+def table(groups: list[Group], columns=QUALITY, model: str | None = None) -> str:
+    """A text table: one row per configuration, mean ± std over seeds of each column."""
+    rows = [g for g in groups if model is None or g.model == model]
+    head = ["config", "seeds"] + [name for _, name, _ in columns]
+    body = [[g.label, str(g.n)] + [_pm(g.mean(k), g.std(k), g.n, d) for k, _, d in columns] for g in rows]
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
+
+
+# --- one comparison, start to finish --------------------------------------------------------------
+@dataclass
+class Comparison:
+    """One experiment's comparison: its configurations, the choice and the paired verdicts."""
+
+    runs: Path
+    experiment: Experiment
+    others: list[Experiment]
+    dry_runs: int
+    groups: list[Group]
+    choice: Choice | None
+    no_choice: str | None
+    verdicts: str
+    saved: dict | None = None     # the ONNX check of best/, when compare_and_save saved it
+
+    def summary(self) -> str:
+        """Which experiment, and what was left out of it."""
+        lines = [f"Experiment {self.experiment.describe()}"]
+        if self.others:
+            lines.append("Other experiments in this runs folder (not compared here): "
+                         + "; ".join(e.name for e in self.others))
+        if self.dry_runs:
+            lines.append(f"({self.dry_runs} dry-run record{'s' if self.dry_runs > 1 else ''} ignored)")
+        for r in self.experiment.diverged:
+            lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
+        return "\n".join(lines)
+
+    def tables(self) -> str:
+        return "\n".join(["Quality (mean ± std over seeds):", table(self.groups, QUALITY), "",
+                          "Cost and overfitting (train s = training seconds per run):", table(self.groups, COST)])
+
+    def decision(self) -> str:
+        """The rule, the choice, and the paired verdicts, in words."""
+        return "\n".join(["Rule: " + CHOICE_RULE, "",
+                          "Choice: " + (self.choice.explanation if self.choice else self.no_choice), "",
+                          "Are the configurations distinguishable on the test set? (" + PAIRED_METHOD + ")",
+                          self.verdicts])
+
+    def report(self) -> str:
+        """Everything a person reads, as text (the CLI prints it; the notebook shows it in parts)."""
+        return "\n\n".join([self.summary(), self.tables(), self.decision()])
+
+
+def compare(runs, experiment=None) -> Comparison:
+    """Compare the records of one experiment under ``runs`` (``experiment``: its name or classes; needed
+    only when the folder holds several)."""
+    runs = Path(runs)
+    found, dry = experiments(find_records(runs))
+    exp = select_experiment(found, experiment, where=f" in {runs}")
+    groups = group_records(exp.records)
+    if not groups:
+        raise ComparisonError(f"experiment {exp.name} in {runs} has no complete runs to compare "
+                              f"({len(exp.diverged)} diverged): train with a lower learning rate")
+    choice, no_choice = None, None
+    try:
+        choice = choose(groups)
+    except ComparisonError as e:
+        no_choice = str(e)
+    return Comparison(runs, exp, [e for e in found if e is not exp], dry, groups, choice, no_choice,
+                      distinguishability(groups))
+
+
+def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Comparison:
+    """Compare, choose, and save the chosen run to ``best`` (state_dict, ONNX checked against PyTorch,
+    ``selection.json``): what notebook 02 and ``python -m cifarlab compare --best`` both call.
+
+    ``best`` is checked before anything else; it is replaced only when it is a previous best folder."""
+    from .data import subset_for
+    from .export import check_best_target, save_best
+
+    if best is not None:
+        check_best_target(best)
+    c = compare(runs, experiment)
+    if best is not None:
+        if c.choice is None:
+            raise ComparisonError(f"nothing saved to {best}: {c.no_choice}")
+        rec = c.choice.record
+        subset = subset_for(rec.config, data_dir, verbose=False)
+        selection = {"experiment": c.experiment.label, "experiment_name": c.experiment.name,
+                     "experiment_id": c.experiment.id, "rule": CHOICE_RULE, "explanation": c.choice.explanation,
+                     "paired_method": PAIRED_METHOD, "distinguishable": c.verdicts,
+                     "configurations": {g.label: [str(r.path) for r in g.records] for g in c.groups},
+                     "run_id": rec.config.run_id}
+        c.saved = save_best(rec, best, selection, subset.x_test[:8])
+    return c

@@ -14,6 +14,7 @@ Why it looks like this:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -26,11 +27,14 @@ from torch import nn
 
 from .config import RunConfig
 from .data import Subset
+from .errors import CifarlabError
 from .models import build_model
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(CifarlabError, RuntimeError):
     """The loss became NaN or infinite; ``result`` holds the history up to the last good epoch."""
+
+    exit_code = 1
 
     def __init__(self, message: str, result: "TrainResult"):
         super().__init__(message)
@@ -141,7 +145,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -159,11 +163,56 @@ def lr_factor(cfg: RunConfig, step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * u))  # cosine
 
 
+# --- precision ------------------------------------------------------------------------------------
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native-bf16 instruction sets (AVX-512 BF16, AMX), read from /proc/cpuinfo; [] elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively:
+    a CUDA GPU with bf16 units, a CPU with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower
+    (9x on an AVX2 CPU, measured), so ``auto`` means fp32 there; a forced ``bf16`` still runs."""
+    if requested == "fp32":
+        return "fp32", "fp32 as configured"
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        what = f"{torch.cuda.get_device_name(device)} {'has' if native else 'has no'} native bf16"
+    elif device.type == "cpu":
+        flags = cpu_bf16_flags()
+        native = bool(flags)
+        what = (f"this CPU has native bf16 ({', '.join(flags)})" if native else
+                f"this CPU has no native bf16 (torch CPU capability {torch.backends.cpu.get_cpu_capability()})")
+    else:
+        native, what = False, f"no bf16 autocast on {device.type}"
+    if requested == "bf16":
+        return "bf16", f"bf16 as configured ({what})"
+    return ("bf16" if native else "fp32"), f"auto: {what}"
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast for the forward pass (weights, gradients and optimizer state stay fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- training -------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
     config: RunConfig
     model: nn.Module
     device: str
+    precision: str = "fp32"               # what ran (``auto`` resolved)
+    precision_reason: str = ""
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0                   # 1-based epoch with the best validation accuracy
     train_seconds: float = 0.0            # training steps only, device synchronized
@@ -175,6 +224,61 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+def batch_edges(n: int, batch_size: int) -> list[int]:
+    """Batch boundaries in an epoch's permutation of ``n`` images. The last, smaller batch is kept,
+    like the template's DataLoader - unless it would hold one image (BatchNorm cannot train on
+    one): then it joins the batch before it."""
+    edges = list(range(0, n, min(batch_size, n))) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    return edges
+
+
+@dataclass
+class Batches:
+    """Where an epoch's batches come from: the images (padded once for crops), labels, augmentation."""
+
+    x: torch.Tensor               # uint8 NHWC, padded by ``pad`` when cropping
+    y: torch.Tensor
+    edges: list[int]
+    steps: int                    # steps per epoch (2 for a dry run)
+    pad: int = 0
+    flip: bool = False
+    gen: torch.Generator | None = None
+
+    def epoch(self):
+        """Yield (images, labels) of one epoch, in a fresh seeded order, augmented on the device."""
+        perm = _rand(torch.randperm, len(self.y), gen=self.gen, device=self.y.device)
+        for i in range(self.steps):
+            idx = perm[self.edges[i]:self.edges[i + 1]]
+            xb = augment_batch(self.x, idx, self.pad, self.flip, self.gen) if (self.pad or self.flip) else self.x[idx]
+            yield xb, self.y[idx]
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches, lrs, label_smoothing: float,
+                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of training steps. Returns per-batch (loss, correct count) as device tensors.
+
+    Nothing here waits for the device: the learning rates are precomputed (``lrs``, one per step,
+    or None for a constant rate) and the statistics stay on the device until the caller reads them."""
+    model.train()
+    device = batches.y.device
+    losses, correct = [], []
+    for i, (xb, yb) in enumerate(batches.epoch()):
+        if lrs is not None:
+            for g in opt.param_groups:
+                g["lr"] = lrs[i]
+        with autocast(precision, device):
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        correct.append((logits.detach().argmax(1) == yb).sum())
+    return torch.stack(losses).float(), torch.stack(correct).float()
 
 
 def _epoch_stats(losses: np.ndarray, correct: np.ndarray, sizes: np.ndarray) -> dict:
@@ -192,8 +296,10 @@ def _epoch_stats(losses: np.ndarray, correct: np.ndarray, sizes: np.ndarray) -> 
 def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
     """Train ``build_model(cfg)`` on ``subset`` (moved to the config's device) and return the result.
 
-    ``view`` receives progress (see :mod:`cifarlab.liveview`); ``None`` trains silently."""
+    Reads like pytorch/examples' mnist: per epoch, :func:`train_epoch` then :func:`evaluate` on the
+    validation split. ``view`` receives progress (see :mod:`cifarlab.liveview`); ``None`` is silent."""
     device = pick_device(cfg.device)
+    precision, why = resolve_precision(cfg.precision, device)
     gen = seed_everything(cfg.seed, device)
     data = subset.to(device)
     model = build_model(cfg).to(device)
@@ -202,68 +308,43 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
     n = len(data.y_train)
     if n == 0:
         raise ValueError("the training split is empty")
-    # Batch edges in the epoch's permutation. The last, smaller batch is kept, like the template's
-    # DataLoader - unless it would hold a single image (BatchNorm cannot train on one): then it
-    # joins the batch before it.
-    edges = list(range(0, n, min(cfg.batch_size, n))) + [n]
-    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
-        del edges[-2]
-    steps_per_epoch = len(edges) - 1
+    edges = batch_edges(n, cfg.batch_size)
+    steps = min(2, len(edges) - 1) if cfg.dry_run else len(edges) - 1
     epochs = 1 if cfg.dry_run else cfg.epochs
-    if cfg.dry_run:
-        steps_per_epoch = min(2, steps_per_epoch)
-    total_steps = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
-
-    crop = cfg.augment == "crop+flip"
-    flip = cfg.augment in ("flip", "crop+flip")
+    crop, flip = cfg.augment == "crop+flip", cfg.augment in ("flip", "crop+flip")
     pad = cfg.crop_padding if crop else 0
-    x_src = pad_images(data.x_train, pad)
-    sizes = np.diff(edges)[:steps_per_epoch].astype(np.float64)
+    batches = Batches(pad_images(data.x_train, pad), data.y_train, edges, steps, pad, flip, gen)
+    sizes = np.diff(edges)[:steps].astype(np.float64)
+    total = epochs * steps
+    lrs = None if cfg.schedule == "constant" else [cfg.lr * lr_factor(cfg, s, total) for s in range(total)]
 
-    result = TrainResult(cfg, model, str(device))
+    result = TrainResult(cfg, model, str(device), precision, why)
     best_acc, best_state = -1.0, None
-    losses = torch.empty(steps_per_epoch, device=device)
-    correct = torch.empty(steps_per_epoch, device=device)
     if view is not None:
-        view.start(cfg, total_steps, steps_per_epoch)
-
-    model.train()
+        view.start(cfg, total, steps)
     for epoch in range(1, epochs + 1):
         synchronize(device)
         t0 = time.perf_counter()
-        perm = _rand(torch.randperm, n, gen=gen, device=device)
-        lr_at_start = sched.get_last_lr()[0]
-        for i in range(steps_per_epoch):
-            idx = perm[edges[i]:edges[i + 1]]
-            xb = augment_batch(x_src, idx, pad, flip, gen) if (pad or flip) else data.x_train[idx]
-            yb = data.y_train[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses[i] = loss.detach()
-            correct[i] = (logits.detach().argmax(1) == yb).sum()
-        # The one device->host transfer of the epoch (it also waits for the device).
-        stats = torch.stack([losses, correct]).cpu().numpy().astype(np.float64)
+        epoch_lrs = None if lrs is None else lrs[(epoch - 1) * steps: epoch * steps]
+        losses, correct = train_epoch(model, opt, batches, epoch_lrs, cfg.label_smoothing, precision)
+        stats = torch.stack([losses, correct]).cpu().numpy().astype(np.float64)  # the epoch's one host sync
         result.train_seconds += time.perf_counter() - t0
-        result.steps += steps_per_epoch
+        result.steps += steps
 
         bad = np.flatnonzero(~np.isfinite(stats[0]))
         if bad.size:
             step = int(bad[0]) + 1
-            lr = cfg.lr * lr_factor(cfg, (epoch - 1) * steps_per_epoch + step - 1, total_steps)
+            lr = cfg.lr * lr_factor(cfg, (epoch - 1) * steps + step - 1, total)
             result.diverged = (f"the training loss became {stats[0][bad[0]]} at epoch {epoch}, step {step} of "
-                               f"{steps_per_epoch} (learning rate {lr:.3g}); lower the learning rate "
+                               f"{steps} (learning rate {lr:.3g}); lower the learning rate "
                                f"(lr={cfg.lr:g}) or check the data. The record keeps the {epoch - 1} good epoch(s).")
             if view is not None:
                 view.close(result)
             raise TrainingDiverged(result.diverged, result)
 
         t1 = time.perf_counter()
-        row = {"epoch": epoch, "lr": lr_at_start, **_epoch_stats(stats[0], stats[1], sizes)}
+        row = {"epoch": epoch, "lr": cfg.lr if lrs is None else lrs[(epoch - 1) * steps],
+               **_epoch_stats(stats[0], stats[1], sizes)}
         row["val_loss"], row["val_acc"] = evaluate(model, data.x_val, data.y_val)
         synchronize(device)
         result.eval_seconds += time.perf_counter() - t1
@@ -279,7 +360,7 @@ def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
             view.epoch_end(result)
             result.view_seconds += time.perf_counter() - t2
 
-    if cfg.select == "best" and best_state is not None:
+    if best_state is not None:
         model.load_state_dict(best_state)
     if not len(data.y_val):
         result.best_epoch = epochs

@@ -5,14 +5,19 @@ uses the validation split.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from .data import Subset
 from .engine import TrainResult, loss_acc, predict_logits
+from .models import count_parameters
+
+
+DRY_RUN_IMAGES = 256   # per split, for dry runs only
 
 
 @dataclass
@@ -21,9 +26,7 @@ class Evaluation:
     report_train: str             # sklearn classification_report, digits=4
     report_test: str
     confusion: np.ndarray         # test set, rows = true label
-    test_logits: np.ndarray
-    test_pred: np.ndarray
-    test_true: np.ndarray
+    predictions: dict             # "test"/"val" -> {"logits", "pred", "true"} (numpy, from the CPU)
 
 
 def overfitting(history: list[dict], train_loss: float, train_acc: float, val_loss: float, val_acc: float) -> dict:
@@ -45,37 +48,44 @@ def overfitting(history: list[dict], train_loss: float, train_acc: float, val_lo
 
 
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
-    """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once."""
+    """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once.
+
+    Computed on the CPU in fp32 whatever device trained (a copy of the model goes there): the
+    recorded logits are then what a reload on any machine recomputes, up to float rounding -
+    a GPU's TF32 convolutions or a bf16 autocast never leak into the record."""
     model, cfg = result.model, result.config
-    dev = next(model.parameters()).device
-    data = subset.to(dev)
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    model.eval()
+    data = subset.to("cpu")
+    if cfg.dry_run:  # a smoke test: judge on a few images of each split, not all 60,000 of a big subset
+        data = dataclasses.replace(data, **{k: getattr(data, k)[:DRY_RUN_IMAGES] for k in
+                                            ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
     names = list(subset.classes.names)
     labels = list(range(len(names)))
 
-    tr_logits = predict_logits(model, data.x_train)
-    va_logits = predict_logits(model, data.x_val)
-    te_logits = predict_logits(model, data.x_test)
-    train_loss, train_acc = loss_acc(tr_logits, data.y_train)
-    val_loss, val_acc = loss_acc(va_logits, data.y_val)
-    test_loss, test_acc = loss_acc(te_logits, data.y_test)
-
-    y_tr, y_te = data.y_train.cpu().numpy(), data.y_test.cpu().numpy()
-    p_tr, p_te = tr_logits.argmax(1).cpu().numpy(), te_logits.argmax(1).cpu().numpy()
+    logits = {split: predict_logits(model, getattr(data, f"x_{split}")) for split in ("train", "val", "test")}
+    (train_loss, train_acc), (val_loss, val_acc), (test_loss, test_acc) = (
+        loss_acc(logits[s], getattr(data, f"y_{s}")) for s in ("train", "val", "test"))
+    y = {s: getattr(data, f"y_{s}").numpy() for s in ("train", "val", "test")}
+    pred = {s: logits[s].argmax(1).numpy() if len(y[s]) else np.zeros(0, np.int64) for s in logits}
+    history_val = [h["val_acc"] for h in result.history if h.get("val_acc") is not None and np.isfinite(h["val_acc"])]
     metrics = {
         "classes": subset.classes.to_dict(),
         "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
         "epochs": result.epochs_run, "steps": result.steps, "device": result.device,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "precision": result.precision, "precision_reason": result.precision_reason,
+        "parameters": count_parameters(model),
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "view_seconds": result.view_seconds,
         "train_acc": train_acc, "train_loss": train_loss,
         "val_acc": val_acc, "val_loss": val_loss,
         "test_acc": test_acc, "test_loss": test_loss,
-        "test_macro_f1": float(f1_score(y_te, p_te, average="macro", labels=labels, zero_division=0)),
+        "test_macro_f1": float(f1_score(y["test"], pred["test"], average="macro", labels=labels, zero_division=0)),
         "best_epoch": result.best_epoch,
-        "best_val_acc": max((h["val_acc"] for h in result.history), default=float("nan")),
+        "best_val_acc": max(history_val, default=float("nan")),
         "selected_epoch": result.best_epoch if cfg.select == "best" else result.epochs_run,
-        "n_train": len(y_tr), "n_val": len(data.y_val), "n_test": len(y_te),
+        "n_train": len(y["train"]), "n_val": len(y["val"]), "n_test": len(y["test"]),
         "data_source": subset.source,
         "overfitting": overfitting(result.history, train_loss, train_acc, val_loss, val_acc),
     }
@@ -84,25 +94,6 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
         metrics["val_acc_tta"] = loss_acc(predict_logits(model, data.x_val, tta_flip=True), data.y_val)[1]
         metrics["test_acc_tta"] = loss_acc(predict_logits(model, data.x_test, tta_flip=True), data.y_test)[1]
     report = lambda y, p: classification_report(y, p, labels=labels, target_names=names, digits=4, zero_division=0)
-    return Evaluation(metrics, report(y_tr, p_tr), report(y_te, p_te),
-                      confusion_matrix(y_te, p_te, labels=labels), te_logits.cpu().numpy(), p_te, y_te)
-
-
-def confusion_figure(cm: np.ndarray, names, title: str = "test set confusion matrix") -> Figure:
-    k = len(names)
-    size = max(4.0, 0.5 * k + 2)
-    fig = Figure(figsize=(size, size * 0.85), layout="constrained")
-    ax = fig.subplots()
-    im = ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    thresh = cm.max() / 2 if cm.size else 0
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > thresh else "black",
-                    fontsize=8 if k > 10 else 10)
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    ax.set_title(title)
-    return fig
+    predictions = {s: {"logits": logits[s].numpy(), "pred": pred[s], "true": y[s]} for s in ("test", "val")}
+    return Evaluation(metrics, report(y["train"], pred["train"]), report(y["test"], pred["test"]),
+                      confusion_matrix(y["test"], pred["test"], labels=labels), predictions)

@@ -1,24 +1,50 @@
-"""One run, start to finish: load the classes, train, evaluate once on test, write the record.
+"""One run, start to finish: check where it goes, reuse its record if it exists, else load the
+classes, train, evaluate once on test, write the record.
 
-This is what the training notebook and ``python -m cifarlab train`` call.
+This is what the training notebook, ``python -m cifarlab train`` and a sweep's workers call.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .config import RunConfig
-from .data import Subset, subset_for
+from .data import Subset, check_data_dir, subset_for
 from .engine import TrainingDiverged, train
 from .evaluation import evaluate_final
+from .files import check_writable_dir
 from .liveview import make_view
-from .records import Record, load_record, write_record
+from .records import Record, check_record_target, find_record, load_record, write_record
 
 
-def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto") -> Record:
+def preflight(cfg: RunConfig, out, data_dir=None) -> None:
+    """Everything that can be checked before training: the output folder, the record's place in it,
+    the data folder. Raises a one-line error (nothing trained for nothing)."""
+    check_writable_dir(out, "--out")
+    check_record_target(out, cfg)
+    check_data_dir(data_dir)
+
+
+def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
+        force: bool = False) -> Record:
     """Train ``cfg`` and write its record under ``out``; returns the record as read back.
 
-    A diverged run (NaN/inf loss) still writes its record (status "diverged", history so far)
-    and then raises :class:`cifarlab.engine.TrainingDiverged` with the reason."""
+    When a complete record of the same identity is already there, it is returned as is
+    (``record.reused``) and nothing is trained, unless ``force``. A diverged run (NaN/inf loss)
+    still writes its record - beside, never over, a complete one - and raises
+    :class:`cifarlab.engine.TrainingDiverged` saying where."""
+    out = Path(out)
+    preflight(cfg, out, data_dir)
+    if not force:
+        existing = find_record(out, cfg)
+        if existing is not None:
+            existing.reused = True
+            print(f"skipped: {cfg.title} (record exists: {existing.path}); force=True / --force retrains it",
+                  flush=True)
+            if existing.diverged:
+                raise TrainingDiverged(f"this run diverged before: {existing.metrics.get('error')} "
+                                       f"(record: {existing.path}; --force retrains it)", None)
+            return existing
     if subset is None:
         subset = subset_for(cfg, data_dir)
     elif tuple(subset.classes.ids) != tuple(cfg.classes):
@@ -26,20 +52,26 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     try:
         result = train(cfg, subset, make_view(live))
     except TrainingDiverged as e:
-        write_record(Path(out), e.result, None, subset)
-        raise
+        path = write_record(out, e.result, None, subset)
+        raise TrainingDiverged(f"{e} Its record: {path}", e.result) from None
     evaluation = evaluate_final(result, subset)
-    return load_record(write_record(Path(out), result, evaluation, subset))
+    return load_record(write_record(out, result, evaluation, subset))
+
+
+def _num(v, digits: int = 4) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def summarize(record: Record) -> str:
     m = record.metrics
     if not record.ok:
         return f"{record.path}: {m.get('status')} - {m.get('error')}"
-    tta = f", with flip TTA {m['test_acc_tta']:.4f}" if "test_acc_tta" in m else ""
+    tta = f", with flip TTA {_num(m['test_acc_tta'])}" if "test_acc_tta" in m else ""
     o = m["overfitting"]
+    val = (f"val acc {_num(m['val_acc'])}" if m.get("n_val") else "no validation split")
+    gap = (f"overfitting: acc gap {o['acc_gap']:+.4f}, val loss rose {_num(o['val_loss_rise'], 3)} after epoch "
+           f"{o['val_loss_min_epoch']}" if m.get("n_val") else "overfitting: not measured (no validation split)")
     return (f"{m['model']} net, {m['pooling']} pooling, seed {m['seed']}: "
-            f"test acc {m['test_acc']:.4f}{tta}, macro-F1 {m['test_macro_f1']:.4f}, val acc {m['val_acc']:.4f}, "
-            f"train acc {m['train_acc']:.4f}; {m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']}; "
-            f"overfitting: acc gap {o['acc_gap']:+.4f}, val loss rose {o['val_loss_rise']:.3f} after epoch "
-            f"{o['val_loss_min_epoch']}\nrecord: {record.path}")
+            f"test acc {_num(m['test_acc'])}{tta}, macro-F1 {_num(m['test_macro_f1'])}, {val}, "
+            f"train acc {_num(m['train_acc'])}; {m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']} "
+            f"({m.get('precision', 'fp32')}); {gap}\nrecord: {record.path}")

@@ -1,107 +1,116 @@
-"""Run records: one folder per run, everything needed to compare runs later.
+"""Run records: one folder per run, everything needed to compare and reproduce runs later.
 
-    <out>/<run_name>/
+    <out>/<run_name>/                 e.g. improved_max_seed0_c0-55-58_3f2a9c1d (see RunConfig.run_name)
         config.json          the RunConfig, every field
-        metrics.json         final numbers (see cifarlab.evaluation.evaluate_final), status
+        metrics.json         final numbers (see cifarlab.evaluation), status, and the run's identity:
+                             run_id, config_id, experiment_id, experiment (in words)
         history.json         per-epoch train (mean, 25/75%) and validation loss/accuracy
         model.pt             state_dict only (loads with weights_only=True)
         curves.png           the two-panel training figure
         report_train.txt     classification_report (digits=4) on the training images
         report_test.txt      the same on the test set
         confusion.png        test-set confusion matrix
-        test_predictions.npz test logits, predicted and true labels
+        test_predictions.npz test logits (computed on the CPU in fp32), predicted and true labels
+        val_predictions.npz  the same for the validation split: what the choice rule pairs on
 
-A record is written into a hidden temporary folder and moved into place in one rename, so
-a crash mid-write never leaves a half-written record where a good one was. Summary notebooks
-read records, never another notebook's variables.
+A folder's name carries a hash of the run's identity, so runs that differ in anything that can
+change their numbers never share a folder. A record is built in a hidden staging folder and
+moved into place in one rename (``metrics.json`` is written last): a crash never leaves a half
+record, and a reader never sees one. A record is replaced only by a complete run of the same
+identity (``--force``); a diverged run never replaces a complete one - it is written beside it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
+from .figures import confusion_figure, plot_curves
+from .files import (OutputError, check_replaceable, is_hidden_work, publish_dir, read_json, staging_dir,
+                    write_json)
+from .models import load_model
 
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",
-                "report_train.txt", "report_test.txt", "confusion.png", "test_predictions.npz")
+                "report_train.txt", "report_test.txt", "confusion.png", "test_predictions.npz",
+                "val_predictions.npz")
+RECORD_MARKER = "metrics.json"      # written last: its presence marks a complete record
+DIVERGED_SUFFIX = "_diverged"
 
 
-def _clean(obj):
-    """JSON without NaN/inf (written as null), numpy scalars as Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+class RecordError(OutputError):
+    """A record folder that cannot be read as it is; the message names the file and what to do."""
 
 
-def write_json(path: Path, obj) -> None:
-    Path(path).write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+def _config_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def publish_dir(tmp: Path, target: Path) -> Path:
-    """Move a finished folder into place: any previous folder of that name is replaced only
-    after the new one is complete (rename aside, rename in, delete the old)."""
-    target = Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
+def identity_fields(cfg: RunConfig) -> dict:
+    """What metrics.json carries to say which run, configuration and experiment it belongs to."""
+    return {"run_id": cfg.run_id, "config_id": cfg.config_id, "experiment_id": cfg.experiment_id,
+            "experiment": cfg.experiment_label, "experiment_name": cfg.experiment_name}
 
 
-def staging_dir(out: Path, name: str) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=out))
+def record_path(out, cfg: RunConfig) -> Path:
+    return Path(out) / cfg.run_name
 
 
-def write_record(out: Path, result, evaluation=None, subset=None) -> Path:
-    """Write the record of a finished (or diverged) run to ``out/<run_name>`` atomically."""
-    from .evaluation import confusion_figure
-    from .liveview import plot_curves
+def check_record_target(out, cfg: RunConfig) -> None:
+    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
+    check_replaceable(record_path(out, cfg), RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
 
+
+def write_record(out, result, evaluation=None, subset=None) -> Path:
+    """Write the record of a finished (or diverged) run under ``out``, atomically; return its folder.
+
+    A diverged run (``evaluation`` None) goes to ``<run_name>_diverged`` when a complete record of
+    the same identity is already there, so the good one is never replaced by a failed one."""
     cfg: RunConfig = result.config
-    tmp = staging_dir(out, cfg.run_name)
+    out = Path(out)
+    target = record_path(out, cfg)
+    if evaluation is None and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
+        target = target.with_name(target.name + DIVERGED_SUFFIX)
+    check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+    tmp = staging_dir(out, target.name)
     try:
-        (tmp / "config.json").write_text(cfg.to_json() + "\n")
+        config_text = cfg.to_json() + "\n"
+        (tmp / "config.json").write_text(config_text)
         write_json(tmp / "history.json", result.history)
-        title = cfg.title
-        plot_curves(result.history, title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
+        plot_curves(result.history, cfg.title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
+        ident = {**identity_fields(cfg), "config_sha256": _config_sha(config_text)}
         if evaluation is None:  # a diverged run: keep what there is, say what happened
             metrics = {"status": "diverged", "error": result.diverged, "model": cfg.model, "pooling": cfg.pooling,
                        "seed": cfg.seed, "epochs": result.epochs_run, "device": result.device,
-                       "train_seconds": result.train_seconds,
+                       "train_seconds": result.train_seconds, **ident,
                        "classes": subset.classes.to_dict() if subset is not None else list(cfg.classes)}
         else:
-            metrics = {"status": "ok", **evaluation.metrics}
+            metrics = {"status": "ok", **evaluation.metrics, **ident}
             torch.save(result.model.state_dict(), tmp / "model.pt")
             (tmp / "report_train.txt").write_text(evaluation.report_train)
             (tmp / "report_test.txt").write_text(evaluation.report_test)
             names = evaluation.metrics["classes"]["names"]
-            confusion_figure(evaluation.confusion, names, f"{title}: test set").savefig(tmp / "confusion.png", dpi=100)
-            np.savez_compressed(tmp / "test_predictions.npz", logits=evaluation.test_logits,
-                                pred=evaluation.test_pred, true=evaluation.test_true)
+            confusion_figure(evaluation.confusion, names, f"{cfg.title}: test set").savefig(tmp / "confusion.png",
+                                                                                             dpi=100)
+            for split, p in evaluation.predictions.items():
+                np.savez_compressed(tmp / f"{split}_predictions.npz", **p)
         write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete record
-        return publish_dir(tmp, Path(out) / cfg.run_name)
+        return publish_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _status(folder: Path):
+    try:
+        return json.loads((folder / RECORD_MARKER).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @dataclass
@@ -112,36 +121,82 @@ class Record:
     config: RunConfig
     metrics: dict
     history: list[dict]
+    reused: bool = False      # True when a run was skipped because this record already existed
 
     @property
     def ok(self) -> bool:
         return self.metrics.get("status") == "ok"
 
+    @property
+    def diverged(self) -> bool:
+        return self.metrics.get("status") == "diverged"
+
     def load_model(self, device="cpu") -> torch.nn.Module:
-        from .export import load_model
         return load_model(self.config, self.path / "model.pt", device)
 
-    def predictions(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "test_predictions.npz") as z:
+    def predictions(self, split: str = "test") -> dict[str, np.ndarray]:
+        """Recorded ``logits``, ``pred`` and ``true`` of the ``test`` or ``val`` split."""
+        path = self.path / f"{split}_predictions.npz"
+        if not path.is_file():
+            raise RecordError(f"{path} is missing: this record was written by an older cifarlab or damaged. "
+                              f"Retrain it: python -m cifarlab train ... --force (or delete {self.path})")
+        with np.load(path) as z:
             return {k: z[k] for k in z.files}
 
 
 def load_record(path) -> Record:
+    """Read one record; a missing, damaged or hand-edited file is a :class:`RecordError` naming it."""
     path = Path(path)
+    if not (path / RECORD_MARKER).is_file():
+        raise RecordError(f"{path} is not a complete run record ({RECORD_MARKER} is missing); "
+                          f"the run that wrote it did not finish. Train it again.")
+    fix = f"Restore it, or delete {path} and train that run again."
     try:
-        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-        metrics = json.loads((path / "metrics.json").read_text())
+        config_text = (path / "config.json").read_text()
+        config = RunConfig.from_dict(json.loads(config_text))
+    except FileNotFoundError:
+        raise RecordError(f"{path / 'config.json'} is missing. {fix}") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path / 'config.json'} is not valid JSON ({e}). {fix}") from None
+    except (ConfigError, TypeError) as e:
+        raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
+    metrics = read_json(path / "metrics.json", "run record", RecordError)
+    if not isinstance(metrics, dict) or metrics.get("status") not in ("ok", "diverged"):
+        raise RecordError(f"{path / 'metrics.json'} has no valid status; it was edited by hand or damaged. {fix}")
+    recorded = metrics.get("config_sha256")
+    if recorded is not None and recorded != _config_sha(config_text):
+        raise RecordError(f"{path / 'config.json'} was changed after the run (it no longer matches the config "
+                          f"recorded in metrics.json): its numbers belong to another config. {fix}")
+    try:
         history = json.loads((path / "history.json").read_text())
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{path} is not a complete run record ({e.filename} is missing)") from None
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{path / 'history.json'} cannot be read ({e}). {fix}") from None
     return Record(path, config, metrics, history)
 
 
-def find_records(root, ok_only: bool = True) -> list[Record]:
-    """Every record under ``root`` (any depth), sorted by model, pooling, seed."""
+def find_records(root) -> list[Record]:
+    """Every record under ``root`` (any depth; ok and diverged, dry runs too), sorted by model, pooling,
+    seed. Staging folders are skipped; a damaged record is an error that names it."""
     root = Path(root)
-    records = [load_record(p.parent) for p in sorted(root.rglob("metrics.json"))
-               if not any(part.startswith((".tmp-", ".old-")) for part in p.parts)]
-    if ok_only:
-        records = [r for r in records if r.ok]
+    if not root.is_dir():
+        raise RecordError(f"the runs folder {root} does not exist"
+                          + (" (it is a file)" if root.exists() else "")
+                          + ": train some runs first (python -m cifarlab train --out RUNS, or make run-all)")
+    records = [load_record(p.parent) for p in sorted(root.rglob(RECORD_MARKER))
+               if not is_hidden_work(p.relative_to(root))]
     return sorted(records, key=lambda r: (r.config.model, r.config.pooling, r.config.seed, str(r.path)))
+
+
+def find_record(out, cfg: RunConfig):
+    """The complete record of exactly this run (same identity) under ``out``, or None."""
+    path = record_path(out, cfg)
+    if not (path / RECORD_MARKER).is_file():
+        return None
+    rec = load_record(path)
+    if rec.config.identity() != cfg.identity():
+        raise RecordError(f"{path} holds a run of another config than its name says (a hand-edited or copied "
+                          f"record); move it away, or train with --force to replace it")
+    return rec
+
+
+__all__ = ["Record", "RecordError", "find_records", "find_record", "load_record", "write_record", "RECORD_FILES"]

@@ -4,13 +4,16 @@
 
 0. ``00_pick_classes.ipynb``: prints the selection (no widget front end under papermill);
 1. ``01_train.ipynb`` once per (model, pooling, seed): the improved net for the three pooling
-   tactics, and the template net as the baseline;
-2. ``02_compare.ipynb`` on the records: table, choice, ``best/`` with ONNX;
+   tactics, and the template net as the baseline - skipped when a complete record of exactly
+   that run is already in ``<out>/runs`` (``--force`` retrains);
+2. ``02_compare.ipynb`` on this experiment's records: tables, choice, ``best/`` with ONNX;
 3. ``03_reload.ipynb`` in its own fresh kernel: reload ``best/`` and reproduce the numbers.
 
-Executed notebooks go to ``<out>/notebooks``, records to ``<out>/runs``, the chosen model to
-``<out>/best``. A failing cell stops the suite with a non-zero exit; the executed notebook,
-error included, is kept.
+Records of every experiment share ``<out>/runs`` (each knows its experiment); each experiment
+(its classes and split) gets its own ``<out>/<experiment>/`` with the executed notebooks and
+``best/``, so a second run with other classes adds a comparison beside the first. Interrupted
+(Ctrl-C, a killed kernel), a rerun picks up where it stopped. A failing cell stops the suite
+with a non-zero exit; the executed notebook, error included, is kept.
 """
 from __future__ import annotations
 
@@ -38,50 +41,97 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each preset's)")
     ap.add_argument("--template-epochs", type=int, default=None, help="epochs for the template baseline")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--force", action="store_true", help="retrain runs whose records exist")
     ap.add_argument("--kernel", default="cifarlab", help="Jupyter kernel name (make setup registers 'cifarlab')")
     args = ap.parse_args(argv)
+
+    from cifarlab.config import notebook_config
+    from cifarlab.data import check_data_dir
+    from cifarlab.errors import CifarlabError
+    from cifarlab.export import check_best_target
+    from cifarlab.files import check_writable_dir
+    from cifarlab.records import find_record
+
+    out = Path(args.out).resolve()
+    runs = out / "runs"
+    classes = _classes(args.classes)
+    # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
+    try:
+        if args.seeds < 1:
+            raise CifarlabError(f"SEEDS={args.seeds} is not allowed: need at least one seed")
+        plan = []
+        for model in args.models.split():
+            for pooling in args.poolings.split():
+                for seed in range(args.seeds):
+                    epochs = args.epochs or (args.template_epochs if model == "template" else None)
+                    plan.append(notebook_config(model, classes, pooling, seed, epochs))
+        if not plan:
+            raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")
+        exp = out / plan[0].experiment_name
+        check_writable_dir(out, "OUT")
+        check_data_dir(args.data_dir)
+        check_best_target(exp / "best")
+    except CifarlabError as e:
+        print(f"run_all: error: {e}", file=sys.stderr)
+        return 2
 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    from cifarlab.classes import ClassSelectionError, select_classes
-
-    classes = _classes(args.classes)
-    try:
-        select_classes(classes)
-    except ClassSelectionError as e:
-        print(f"run_all: error: CLASSES: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out).resolve()
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    runs, best = out / "runs", out / "best"
+    (exp / "notebooks").mkdir(parents=True, exist_ok=True)
     common = {"DATA_DIR": args.data_dir}
 
     def execute(name: str, target: str, **params) -> None:
         t0 = time.perf_counter()
         print(f"--> {name} {params}", flush=True)
-        pm.execute_notebook(str(NOTEBOOKS / name), str(out / "notebooks" / target), parameters={**common, **params},
+        pm.execute_notebook(str(NOTEBOOKS / name), str(exp / "notebooks" / target), parameters={**common, **params},
                             kernel_name=args.kernel, progress_bar=False, cwd=str(out))
-        print(f"    done in {time.perf_counter() - t0:.1f} s -> {out / 'notebooks' / target}", flush=True)
+        print(f"    done in {time.perf_counter() - t0:.1f} s -> {exp / 'notebooks' / target}", flush=True)
 
     t_start = time.perf_counter()
+    print(f"experiment {plan[0].experiment_label}: {len(plan)} runs -> {runs}, comparison -> {exp}", flush=True)
+    trained = skipped = 0
     try:
         execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
-        for model in args.models.split():
-            for pooling in args.poolings.split():
-                for seed in range(args.seeds):
-                    epochs = args.epochs or (args.template_epochs if model == "template" else None)
-                    execute("01_train.ipynb", f"01_train_{model}_{pooling}_seed{seed}.ipynb", CLASSES=classes,
-                            MODEL=model, POOLING=pooling, SEED=seed, EPOCHS=epochs, OUT=str(runs), LIVE=False,
-                            USE_PICKER=False)
-        execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(best))
-        execute("03_reload.ipynb", "03_reload.ipynb", BEST=str(best))
+        for cfg in plan:
+            existing = None if args.force else find_record(runs, cfg)
+            if existing is not None:
+                state = "" if existing.ok else ", diverged"
+                print(f"skipped: {cfg.title} (record exists{state}: {existing.path})", flush=True)
+                skipped += 1
+                continue
+            epochs = args.epochs or (args.template_epochs if cfg.model == "template" else None)
+            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
+                    MODEL=cfg.model, POOLING=cfg.pooling, SEED=cfg.seed, EPOCHS=epochs, OUT=str(runs), LIVE=False,
+                    USE_PICKER=False, FORCE=args.force)
+            trained += 1
+        execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
+                EXPERIMENT=plan[0].experiment_name)
+        execute("03_reload.ipynb", "03_reload.ipynb", BEST=str(exp / "best"), EXPECT_CLASSES=list(plan[0].classes))
     except PapermillExecutionError as e:
-        print(f"run_all: a cell failed: {e.ename}: {e.evalue}\n(see the executed notebook under {out / 'notebooks'})",
-              file=sys.stderr)
+        print(f"run_all: a cell failed: {e.ename}: {e.evalue}\n(see the executed notebook under {exp / 'notebooks'}; "
+              f"finished records are kept, and a rerun skips them)", file=sys.stderr)
         return 1
-    print(f"suite finished in {time.perf_counter() - t_start:.0f} s; records in {runs}, chosen model in {best}")
+    except CifarlabError as e:
+        print(f"run_all: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"\nrun_all: interrupted; finished records are kept in {runs}: run the same command again to "
+              f"resume", file=sys.stderr)
+        return 130
+    print(f"suite finished in {time.perf_counter() - t_start:.0f} s ({trained} runs trained, {skipped} skipped: "
+          f"record exists); records in {runs}, comparison and chosen model in {exp}")
+    print(f"web page: make web, then open http://127.0.0.1:8000/web/?model=/{_rel(exp / 'best' / 'model.onnx')}"
+          f"&classes=/{_rel(exp / 'best' / 'classes.json')}")
     return 0
+
+
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository root (where ``make web`` serves from), if it is inside it."""
+    try:
+        return str(path.relative_to(NOTEBOOKS.parent))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,36 @@ def sample_subset(tmp_path_factory):
     """Classes 0, 55, 58 from the sample shipped in the package (an empty data folder)."""
     from cifarlab.data import load_subset
     return load_subset((0, 55, 58), data_dir=tmp_path_factory.mktemp("empty"), verbose=False)
+
+
+def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status="ok"):
+    """A run record written by hand for tests of the comparison: the files a real record has, with the
+    per-image correctness given (1 = right). The recorded predictions say exactly that: label 0 is
+    true everywhere, a right image predicts 0, a wrong one predicts 1."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from cifarlab.records import identity_fields
+
+    val_correct, test_correct = np.asarray(val_correct, bool), np.asarray(test_correct, bool)
+    path = Path(root) / cfg.run_name
+    path.mkdir(parents=True)
+    text = cfg.to_json() + "\n"
+    (path / "config.json").write_text(text)
+    mean = lambda c: float(c.mean()) if len(c) else None
+    (path / "history.json").write_text(json.dumps([{"epoch": 1, "val_acc": mean(val_correct), "val_loss": 0.5}]))
+    for split, c in (("val", val_correct), ("test", test_correct)):
+        true = np.zeros(len(c), np.int64)
+        np.savez(path / f"{split}_predictions.npz", logits=np.zeros((len(c), 2), np.float32),
+                 pred=(~c).astype(np.int64), true=true)
+    metrics = {"status": status, "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
+               "val_acc": mean(val_correct), "test_acc": mean(test_correct), "test_macro_f1": mean(test_correct), "train_acc": 1.0, "train_seconds": train_seconds,
+               "n_val": len(val_correct), "n_test": len(test_correct), "epochs": cfg.epochs,
+               "overfitting": {"acc_gap": 0.0, "loss_gap": 0.0, "val_loss_rise": 0.0, "val_loss_min_epoch": 1},
+               **identity_fields(cfg), "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    if status != "ok":
+        metrics["error"] = "the training loss became nan"
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path

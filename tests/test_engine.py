@@ -8,12 +8,16 @@ from cifarlab.engine import (TrainingDiverged, augment_batch, lr_factor, pad_ima
 from cifarlab.experiment import run
 
 
-def test_device_pick():
+def test_device_pick(sample_subset):
+    want = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert pick_device("auto").type == want
     assert pick_device("cpu").type == "cpu"
-    assert pick_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             pick_device("cuda")
+    # the model trains where it was asked to, and the record says so
+    r = train(make_config("template", epochs=1, device="cpu", dry_run=True), sample_subset)
+    assert r.device == "cpu" and next(r.model.parameters()).device.type == "cpu"
 
 
 def test_same_seed_same_numbers_on_cpu(sample_subset):
@@ -52,11 +56,74 @@ def test_augmentation_is_a_crop_and_flip_of_the_image():
     assert torch.equal(same, x)
 
 
-def test_schedules():
-    cfg = make_config("improved", epochs=10)
-    f = [lr_factor(cfg, s, 100) for s in range(101)]
-    assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[-1] == pytest.approx(0.0)
+def test_schedules_are_told_apart():
+    onecycle = make_config("improved", warmup_fraction=0.2)
+    cosine = onecycle.replace(schedule="cosine")
+    for cfg in (onecycle, cosine):
+        f = [lr_factor(cfg, s, 100) for s in range(101)]
+        assert f[0] == pytest.approx(0.1) and f[20] == pytest.approx(1.0) and max(f) == pytest.approx(1.0)
+        assert f[10] == pytest.approx(0.55)  # linear warm-up from 10% of the peak
+        assert f[100] == pytest.approx(0.0)
+    # halfway down the decay: one-cycle is linear (0.5), cosine is 0.5 too at the middle, so look at a quarter
+    assert lr_factor(onecycle, 40, 100) == pytest.approx(0.75)
+    assert lr_factor(cosine, 40, 100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.25)))  # 0.854
     assert lr_factor(make_config("template"), 50, 100) == 1.0
+
+
+def test_the_schedule_is_what_the_optimizer_used(sample_subset):
+    cfg = make_config("improved", hidden_size=4, epochs=4, device="cpu")
+    r = train(cfg, sample_subset)
+    steps = r.steps // 4
+    assert [h["lr"] for h in r.history] == pytest.approx(
+        [cfg.lr * lr_factor(cfg, e * steps, r.steps) for e in range(4)])
+
+
+def test_select_best_restores_the_best_epoch(sample_subset):
+    from cifarlab.engine import evaluate
+    cfg = make_config("template", pooling="max", epochs=12, lr=0.05, device="cpu", select="best")
+    r = train(cfg, sample_subset)
+    val = [h["val_acc"] for h in r.history]
+    assert r.best_epoch == int(np.argmax(val)) + 1
+    assert evaluate(r.model, sample_subset.x_val, sample_subset.y_val)[1] == pytest.approx(max(val))
+    last = train(cfg.replace(select="last"), sample_subset)
+    assert evaluate(last.model, sample_subset.x_val, sample_subset.y_val)[1] == pytest.approx(val[-1])
+    assert max(val) > val[-1] or r.best_epoch == 12  # (if the last epoch is the best, both agree)
+
+
+def test_training_without_a_validation_split(sample_subset):
+    from cifarlab.data import load_subset
+    sub = load_subset((0, 55, 58), val_fraction=0, verbose=False)
+    assert len(sub.y_val) == 0 and len(sub.y_train) == 1500
+    r = train(make_config("template", epochs=3, val_fraction=0, device="cpu"), sub)
+    assert r.best_epoch == 3 and all(np.isnan(h["val_acc"]) for h in r.history)
+
+
+def test_precision_auto_resolves_by_what_the_hardware_has(monkeypatch):
+    import cifarlab.engine as engine
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "cpu_bf16_flags", lambda: [])
+    p, why = engine.resolve_precision("auto", cpu)
+    assert p == "fp32" and "no native bf16" in why
+    monkeypatch.setattr(engine, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    p, why = engine.resolve_precision("auto", cpu)
+    assert p == "bf16" and "avx512_bf16" in why
+    assert engine.resolve_precision("fp32", cpu)[0] == "fp32"
+    assert engine.resolve_precision("bf16", cpu)[0] == "bf16"
+
+
+def test_the_real_cpu_flags_are_read():
+    from cifarlab.engine import cpu_bf16_flags
+    flags = open("/proc/cpuinfo").read()
+    assert ("avx512_bf16" in cpu_bf16_flags()) == (" avx512_bf16" in flags)
+
+
+def test_forced_bf16_trains_and_records_its_precision(sample_subset, tmp_path):
+    rec = run(make_config("improved", hidden_size=4, epochs=2, precision="bf16", device="cpu"), out=tmp_path,
+              subset=sample_subset, live="none")
+    assert rec.metrics["precision"] == "bf16" and "as configured" in rec.metrics["precision_reason"]
+    assert rec.metrics["test_acc"] > 0.34
+    # the weights stay fp32 (autocast computes in bf16, the optimizer keeps fp32 state)
+    assert all(v.dtype == torch.float32 for v in rec.load_model().state_dict().values() if v.is_floating_point())
 
 
 def test_nan_guard_stops_and_keeps_the_record(sample_subset, tmp_path):
@@ -86,11 +153,11 @@ def test_config_errors_are_clear():
         make_config(pooling="mean")
     with pytest.raises(ConfigError, match="unknown preset"):
         make_config("fancy")
-    with pytest.raises(ConfigError, match="unknown config field 'lrate'"):
+    with pytest.raises(ConfigError, match="unknown config field.*'lrate'"):
         make_config(lrate=0.1)
     with pytest.raises(ConfigError, match="classes: unknown class name 'aple'"):
         make_config(classes="aple,otter")
-    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+    with pytest.raises(ConfigError, match="epochs=0 is not allowed"):
         make_config(epochs=0)
     cfg = make_config("template", epochs=None, classes="otter apple")
     assert cfg.epochs == 500 and cfg.classes == (0, 55) and cfg.lr == 5e-3 and cfg.batch_size == 128

@@ -32,38 +32,91 @@ def test_committed_notebooks_are_clean(path):
     assert "colab.research.google.com" in text and "REPO_URL" in text  # Colab badge and install cell
 
 
-def test_whole_suite_under_papermill(tmp_path):
+def _outputs(nb_path: Path, needle: str) -> list[dict]:
+    """The outputs of the one cell whose source contains ``needle``."""
+    nb = json.loads(Path(nb_path).read_text())
+    (cell,) = [c for c in nb["cells"] if needle in "".join(c["source"])]
+    return cell["outputs"]
+
+
+def _text(outputs) -> str:
+    return "".join("".join(o.get("text", "")) for o in outputs)
+
+
+def _run_all(out, *args, cwd, timeout=600, **popen):
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--kernel", "python3", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, **popen)
+
+
+def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
+    """The suite as a user meets it: Ctrl-C after the first training run; the rerun skips that run (its
+    record untouched) and finishes - comparison, best/ with ONNX, reload in a fresh kernel. Then other
+    classes into the same OUT: a second experiment with its own comparison, the first left as it was."""
+    import signal
+    import time
+
+    import torch
+
+    from cifarlab.data import load_subset
+
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--seeds", "1", "--epochs", "2",
-           "--kernel", "python3"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    args = ["--seeds", "1", "--epochs", "2"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--kernel", "python3", *args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    t0 = time.time()
+    while not list((out / "runs").glob("*/metrics.json")) and time.time() - t0 < 180 and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    log, _ = p.communicate(timeout=120)
+    assert p.returncode == 130 and "interrupted" in log and "run the same command again" in log, log[-2000:]
+    (first,) = list((out / "runs").glob("*/metrics.json"))
+    stamp = first.stat().st_mtime_ns
+    exp = out / "apple-otter-pickup_truck"
+    assert not (exp / "best").exists()
+
+    r = _run_all(out, *args, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"skipped: improved net, stride pooling, seed 0 (record exists: {first.parent})" in r.stdout
+    assert "(5 runs trained, 1 skipped" in r.stdout and first.stat().st_mtime_ns == stamp
     records = find_records(out / "runs")
     assert sorted((rec.config.model, rec.config.pooling) for rec in records) == sorted(
         (m, p) for m in ("improved", "template") for p in ("stride", "max", "avg"))
     # the comparison chose a model and saved it with an ONNX export that matches PyTorch
-    sel = json.loads((out / "best" / "selection.json").read_text())
-    assert "Choose the configuration" in sel["rule"] and sel["onnx_check"]["opset"] >= 18
-    model, cfg, classes = load_best(out / "best")
+    sel = json.loads((exp / "best" / "selection.json").read_text())
+    assert "choose the configuration" in sel["rule"] and sel["onnx_check"]["opset"] >= 18
+    assert sel["experiment_name"] == "apple-otter-pickup_truck" and len(sel["configurations"]) == 6
+    model, cfg, classes = load_best(exp / "best")
     chosen = [rec for rec in records if str(rec.path) == sel["run"]][0]
-    from cifarlab.data import load_subset
     sub = load_subset(cfg.classes, verbose=False)
-    import torch
     with torch.inference_mode():
         want = model(sub.x_test[:7]).numpy()
-    assert np.allclose(onnx_predict(out / "best" / "model.onnx", sub.x_test.numpy()[:7]), want, atol=1e-4)
+    assert np.allclose(onnx_predict(exp / "best" / "model.onnx", sub.x_test.numpy()[:7]), want, atol=1e-4)
     # the reload notebook, in its own kernel, reproduced the recorded predictions
-    reload_nb = json.loads((out / "notebooks" / "03_reload.ipynb").read_text())
-    text = "".join("".join(o.get("text", "")) for c in reload_nb["cells"] for o in c.get("outputs", []))
+    text = _text(_outputs(exp / "notebooks" / "03_reload.ipynb", "verify_reload("))
     n = chosen.metrics["n_test"]
     assert f"PyTorch : {n}/{n} predictions as recorded" in text and f"ONNX    : {n}/{n} predictions as recorded" in text
+    assert "trained on cpu, reloaded on cpu" in text
+    # the comparison notebook printed the paired verdicts
+    decision = _text(_outputs(exp / "notebooks" / "02_compare.ipynb", "comparison.decision()"))
+    assert "paired bootstrap" in decision and "interval" in decision and "Choice: " in decision
     # the picker notebook ran without a front end and printed the selection
-    pick = json.loads((out / "notebooks" / "00_pick_classes.ipynb").read_text())
-    printed = "".join("".join(o.get("text", "")) for c in pick["cells"] for o in c.get("outputs", []))
+    printed = _text(_outputs(exp / "notebooks" / "00_pick_classes.ipynb", "print(picker)"))
     assert 'make run-all CLASSES="apple otter pickup_truck"' in printed
-    # executed training notebooks stay short: no flood of progress output
-    train_nb = (out / "notebooks" / "01_train_improved_max_seed0.ipynb").read_text()
-    assert len(train_nb) < 2_000_000
+    # the training cell stays quiet under papermill: a few lines and ONE figure, not a flood of redraws
+    training = _outputs(exp / "notebooks" / "01_train_improved_max_seed0.ipynb", "record = run(")
+    images = [o for o in training if "image/png" in o.get("data", {})]
+    assert len(images) == 1, f"{len(images)} figures in the training cell"
+    assert len(_text(training).splitlines()) <= 15
+
+    best_1 = (exp / "best" / "model.pt").read_bytes()
+    r = _run_all(out, "--seeds", "1", "--epochs", "1", "--models", "template", "--poolings", "avg", "--classes",
+                 "0 58", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = _text(_outputs(out / "apple-pickup_truck" / "notebooks" / "02_compare.ipynb", "compare_and_save("))
+    assert "Experiment apple-pickup_truck" in summary and "(1 complete runs)" in summary
+    assert "Other experiments in this runs folder (not compared here): apple-otter-pickup_truck" in summary
+    assert (exp / "best" / "model.pt").read_bytes() == best_1  # the first comparison's result kept
+    assert len(find_records(out / "runs")) == 7
 
 
 def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
@@ -75,6 +128,6 @@ def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
                        env={**__import__("os").environ, "CIFARLAB_URL": "http://127.0.0.1:9/none.tar.gz"})
     assert r.returncode == 1
     assert "DataError" in r.stderr
-    kept = out / "notebooks" / "01_train_template_avg_seed0.ipynb"
+    kept = out / "aquarium_fish-baby" / "notebooks" / "01_train_template_avg_seed0.ipynb"
     assert kept.is_file() and "could not download" in kept.read_text()
-    assert not (out / "best").exists()
+    assert not (out / "aquarium_fish-baby" / "best").exists()
