@@ -50,7 +50,10 @@ class ComparisonError(CifarlabError, ValueError):
 
 def _value(record: Record, key: str) -> float:
     m = record.metrics
-    v = m.get("overfitting", {}).get(key) if key in m.get("overfitting", {}) else m.get(key)
+    if key == "mflops":
+        v = None if m.get("flops") is None else m["flops"] / 1e6
+    else:
+        v = m.get("overfitting", {}).get(key) if key in m.get("overfitting", {}) else m.get(key)
     return float("nan") if v is None else float(v)
 
 
@@ -322,6 +325,44 @@ QUALITY = (("test_acc", "test acc", 4), ("test_macro_f1", "test F1", 4), ("val_a
            ("train_acc", "train acc", 4))
 COST = (("train_seconds", "train s", 1), ("acc_gap", "acc gap", 4), ("loss_gap", "loss gap", 3),
         ("val_loss_rise", "val-loss rise", 3))
+TRADEOFFS = (("test_acc", "test acc", 4), ("shift_consistency", "shift consist.", 4), ("train_seconds", "train s", 1),
+             ("latency_ms_b1", "ms/image", 3), ("mflops", "MFLOPs", 2))
+# what "wins" means per trade-off column: higher or lower is better, and how to say it
+_WINS = {"test_acc": (max, "the highest test accuracy"), "shift_consistency": (max, "the most shift-consistent"),
+         "train_seconds": (min, "the fastest to train"), "latency_ms_b1": (min, "the fastest at inference"),
+         "mflops": (min, "the fewest FLOPs")}
+
+
+def tradeoffs(groups: list[Group]) -> str:
+    """One sentence per configuration: where it wins among the configurations of its model."""
+    lines = []
+    for model in dict.fromkeys(g.model for g in groups):
+        gs = [g for g in groups if g.model == model]
+        if len(gs) < 2:
+            continue
+        for g in gs:
+            wins = [what for key, (best, what) in _WINS.items()
+                    if all(math.isfinite(h.mean(key)) for h in gs) and g.mean(key) == best(h.mean(key) for h in gs)]
+            lines.append(f"{g.label}: " + (", ".join(wins) if wins else "wins on none of these") + ".")
+    return "\n".join(lines)
+
+
+def other_winners(groups: list[Group], chosen: Group) -> str:
+    """When another configuration would win on robustness or cost, say so beside the choice."""
+    notes = []
+    for key, what in (("shift_consistency", "shift consistency"), ("latency_ms_b1", "inference latency"),
+                      ("mflops", "FLOPs")):
+        best_fn = _WINS[key][0]
+        vals = {g.label: g.mean(key) for g in groups if math.isfinite(g.mean(key))}
+        if not vals:
+            continue
+        winner = best_fn(vals, key=vals.get)
+        if winner != chosen.label:
+            notes.append(f"on {what}, {winner} would win ({vals[winner]:.4g} vs {vals[chosen.label]:.4g})")
+    if not notes:
+        return f"{chosen.label}, chosen on validation accuracy, also wins on shift consistency and cost."
+    return (f"The rule chooses on validation accuracy ({chosen.label}); " + "; ".join(notes)
+            + ". Pick by what your use needs.")
 
 
 def _pm(mean: float, std: float, n: int, digits: int) -> str:
@@ -371,6 +412,17 @@ class Comparison:
         return "\n".join(["Quality (mean ± std over seeds):", table(self.groups, QUALITY), "",
                           "Cost and overfitting (train s = training seconds per run):", table(self.groups, COST)])
 
+    def tradeoffs(self) -> str:
+        """The trade-offs table (accuracy, shift consistency, training and inference cost), where each
+        configuration wins, and whether another would win on robustness or cost."""
+        lines = ["Trade-offs (mean ± std over seeds; shift consistency: same class under two random shifts of "
+                 "up to 4 pixels; ms/image: ONNX in onnxruntime, batch 1, on "
+                 f"{self.groups[0].records[0].metrics.get('latency_machine', 'this CPU')}):",
+                 table(self.groups, TRADEOFFS), "", tradeoffs(self.groups)]
+        if self.choice is not None:
+            lines += ["", other_winners(self.groups, self.choice.group)]
+        return "\n".join(lines)
+
     def decision(self) -> str:
         """The rule, the choice, and the paired verdicts, in words."""
         return "\n".join(["Rule: " + CHOICE_RULE, "",
@@ -380,7 +432,7 @@ class Comparison:
 
     def report(self) -> str:
         """Everything a person reads, as text (the CLI prints it; the notebook shows it in parts)."""
-        return "\n\n".join([self.summary(), self.tables(), self.decision()])
+        return "\n\n".join([self.summary(), self.tables(), self.tradeoffs(), self.decision()])
 
 
 def compare(runs, experiment=None) -> Comparison:

@@ -1,4 +1,5 @@
-"""Judging a trained model: final metrics, per-class reports, confusion matrix, overfitting.
+"""Judging a trained model: final metrics, per-class reports, confusion matrix, overfitting, and what
+else a pooling tactic changes - robustness to small shifts, and cost (parameters, FLOPs, latency).
 
 The test set is used here once per final model; everything that chooses (epochs, configs)
 uses the validation split.
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
+from torch import nn
 
 from .data import Subset
 from .engine import TrainResult, loss_acc, predict_logits
@@ -47,6 +51,86 @@ def overfitting(history: list[dict], train_loss: float, train_acc: float, val_lo
             "val_loss_rise": rise, "val_loss_min": min_loss, "val_loss_min_epoch": min_epoch}
 
 
+# --- what else the pooling tactics change: shift robustness and cost ------------------------------
+SHIFTS = tuple(range(-4, 5))    # pixels, each axis
+
+
+def shift_images(x: torch.Tensor, dx, dy) -> torch.Tensor:
+    """Images (uint8 NHWC) moved ``dx`` pixels right and ``dy`` down. Pixels that come in from outside
+    repeat the nearest border pixel (edge padding) - exactly the web page's ``shifted()`` (web/app.js).
+    ``dx``/``dy``: one shift for all images, or a tensor of one shift per image."""
+    n, h, w, _ = x.shape
+    dx, dy = (torch.as_tensor(d, device=x.device).reshape(-1, 1) for d in (dx, dy))
+    rows = (torch.arange(h, device=x.device) - dy).clamp(0, h - 1)   # (1 or n, h)
+    cols = (torch.arange(w, device=x.device) - dx).clamp(0, w - 1)
+    if rows.shape[0] == 1 and cols.shape[0] == 1:
+        return x[:, rows[0]][:, :, cols[0]]
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return x[idx, rows.expand(n, h)[:, :, None], cols.expand(n, w)[:, None, :]]
+
+
+def random_shift_pairs(n: int, max_shift: int = max(SHIFTS), seed: int = 0) -> torch.Tensor:
+    """Two random shifts (dx, dy) per image, each coordinate uniform in -max..max: (2, 2, n) ints."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-max_shift, max_shift + 1, (2, 2, n), generator=g)
+
+
+def shift_consistency(predict, x: torch.Tensor, pairs: torch.Tensor) -> float:
+    """Share of images whose predicted class is the same under two shifts (Zhang, "Making Convolutional
+    Networks Shift-Invariant Again", ICML 2019). ``predict``: images -> classes; ``pairs``: (2, 2, n)
+    from :func:`random_shift_pairs`."""
+    if len(x) == 0:
+        return float("nan")
+    a, b = (np.asarray(predict(shift_images(x, p[0], p[1]))) for p in pairs)
+    return float((a == b).mean())
+
+
+def shift_robustness(predict, x: torch.Tensor, y: torch.Tensor, shifts=SHIFTS, seed: int = 0) -> dict:
+    """Accuracy of the images shifted by each of ``shifts`` horizontally and vertically (edge padding),
+    and the shift consistency under two random shifts per image. ``predict``: images -> classes."""
+    y = np.asarray(y)
+    preds = {}
+
+    def acc(dx, dy):
+        if (dx, dy) not in preds:  # the unshifted images serve both axes
+            preds[(dx, dy)] = float((np.asarray(predict(shift_images(x, dx, dy))) == y).mean()) if len(y) else None
+        return preds[(dx, dy)]
+    return {"shift_acc": {"shifts": list(shifts), "padding": "edge (border pixels repeated)",
+                          "horizontal": [acc(s, 0) for s in shifts], "vertical": [acc(0, s) for s in shifts]},
+            "shift_consistency": shift_consistency(predict, x, random_shift_pairs(len(x), max(shifts), seed))}
+
+
+def torch_predictor(model: nn.Module):
+    """images -> predicted classes, with a PyTorch model."""
+    return lambda x: predict_logits(model, x).argmax(1).cpu().numpy()
+
+
+def forward_flops(model: nn.Module) -> int:
+    """Forward FLOPs for one 32x32 image, as torch's FlopCounterMode counts them: convolutions and
+    matrix products, 2 per multiply-add (pooling, BatchNorm and activations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, 32, 32, 3, dtype=torch.uint8, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def measures(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> dict:
+    """What else a pooling tactic changes, measured on the test set by the final model: shift robustness,
+    parameters, forward FLOPs per image, and latency. The model runs exported to ONNX in onnxruntime
+    (2-3x faster than PyTorch here, so measuring costs a few percent of a run), as it would be deployed."""
+    from .export import onnx_latency, onnx_predict, onnx_session
+    t0 = time.perf_counter()
+    sess = onnx_session(model)
+    out = shift_robustness(lambda x: onnx_predict(sess, x.cpu().numpy()).argmax(1), x_test, y_test)
+    out.update({"params": count_parameters(model), "flops": forward_flops(model), **onnx_latency(sess)})
+    out["measure_seconds"] = time.perf_counter() - t0
+    return out
+
+
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once.
 
@@ -75,7 +159,6 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
         "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
         "epochs": result.epochs_run, "steps": result.steps, "device": result.device,
         "precision": result.precision, "precision_reason": result.precision_reason,
-        "parameters": count_parameters(model),
         "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
         "view_seconds": result.view_seconds,
         "train_acc": train_acc, "train_loss": train_loss,
@@ -93,6 +176,8 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
         # Reported beside, never instead of, the plain numbers.
         metrics["val_acc_tta"] = loss_acc(predict_logits(model, data.x_val, tta_flip=True), data.y_val)[1]
         metrics["test_acc_tta"] = loss_acc(predict_logits(model, data.x_test, tta_flip=True), data.y_test)[1]
+    # What else the pooling tactics change (on the test set, by the final model), and what measuring cost.
+    metrics.update(measures(model, data.x_test, data.y_test))
     report = lambda y, p: classification_report(y, p, labels=labels, target_names=names, digits=4, zero_division=0)
     predictions = {s: {"logits": logits[s].numpy(), "pred": pred[s], "true": y[s]} for s in ("test", "val")}
     return Evaluation(metrics, report(y["train"], pred["train"]), report(y["test"], pred["test"]),

@@ -26,6 +26,7 @@ except where the recorded top two logits are closer than that (a tie may flip ei
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import shutil
 from pathlib import Path
@@ -112,12 +113,71 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7),
 
 
 def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits from the ONNX file with onnxruntime (uint8 NHWC images)."""
+    """Logits from an ONNX file (or an open onnxruntime session) for uint8 NHWC images."""
     import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = path if isinstance(path, ort.InferenceSession) else ort.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"])
+    images = np.asarray(images)
     outs = [sess.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images[i:i + batch_size])})[0]
             for i in range(0, len(images), batch_size)]
     return np.concatenate(outs)
+
+
+def machine_name() -> str:
+    """This machine's processor, for figures measured on it."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def onnx_session(model: nn.Module):
+    """``model`` exported to ONNX and opened in onnxruntime on the CPU - what the measures of a run use.
+
+    The export here uses torch's TorchScript-based exporter when this torch has it (0.1 s, vs 1.5-3.5 s
+    for the dynamo exporter that writes best/model.onnx: the same operators, and as fast), so measuring
+    every run costs little; the dynamo exporter otherwise."""
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+    model = copy.deepcopy(model).eval().cpu()
+    with tempfile.TemporaryDirectory(prefix="cifarlab-measure-") as d:
+        path = Path(d) / "m.onnx"
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (torch.zeros(2, 32, 32, 3, dtype=torch.uint8),), str(path), dynamo=False,
+                                  opset_version=ONNX_OPSET, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                  dynamic_axes={ONNX_INPUT: {0: "batch"}})
+        except Exception:  # no TorchScript exporter in this torch: the one best/ uses
+            export_onnx(model, path)
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int = 3) -> dict:
+    """Median inference latency in onnxruntime on this machine's CPU: ms per image at batch 1, and ms
+    per 256-image batch. Warm-up runs first, then the median of the repeats."""
+    import os
+    import time
+
+    import onnxruntime as ort
+    x = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
+    out = {}
+    for key, batch, repeats in (("latency_ms_b1", 1, repeats_b1), ("latency_ms_b256", 256, repeats_b256)):
+        feed = {ONNX_INPUT: x[:batch]}
+        for _ in range(warmup):
+            sess.run([ONNX_OUTPUT], feed)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sess.run([ONNX_OUTPUT], feed)
+            times.append(time.perf_counter() - t0)
+        out[key] = 1000 * float(np.median(times))
+    out["latency_machine"] = f"{machine_name()}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs"
+    return out
 
 
 def check_best_target(folder) -> Path:

@@ -89,6 +89,32 @@ def plot_comparison(groups) -> Figure:
     return fig
 
 
+def plot_shift_accuracy(groups) -> Figure:
+    """Test accuracy vs a horizontal and a vertical shift, per configuration: mean over seeds, band = min to
+    max over seeds. Shifted images repeat their border pixels (as the web page's sweep does)."""
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for i, g in enumerate(groups):
+        recs = [r for r in g.records if r.metrics.get("shift_acc")]
+        if not recs:
+            continue
+        shifts = recs[0].metrics["shift_acc"]["shifts"]
+        for ax, axis in zip(axes, ("horizontal", "vertical")):
+            v = np.array([[np.nan if a is None else a for a in r.metrics["shift_acc"][axis]] for r in recs], float)
+            ls = "-" if g.model == "improved" else "--"
+            ax.plot(shifts, np.nanmean(v, 0), color=f"C{i % 10}", ls=ls, marker="o", ms=3, label=g.label)
+            if len(recs) > 1:
+                ax.fill_between(shifts, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{i % 10}", alpha=0.15)
+    for ax, axis in zip(axes, ("horizontal", "vertical")):
+        ax.set_xlabel(f"{axis} shift (pixels; border pixels repeated)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (mean over seeds, band: min-max)")
+    if groups:
+        axes[1].legend(fontsize=8)
+    return fig
+
+
 def plot_validation_curves(groups) -> Figure:
     """Validation accuracy and loss per epoch, mean over seeds, one line per configuration."""
     fig = Figure(figsize=(12, 4), layout="constrained")
