@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the run records here (default: a temporary folder); "
                                                 "records already there are reused")
     ap.add_argument("--json", default=None, help="append per-run results to this JSON-lines file")
-    ap.add_argument("--dry-run", action="store_true", help="two training steps per run: checks the script, not the nets")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="two training steps per run: checks the script, not the nets")
     args = ap.parse_args()
 
     sub = load_subset(args.classes, data_dir=args.data_dir, verbose=False)
@@ -75,11 +76,13 @@ def main() -> None:
                       f"train {row['train_acc']:.4f}  {row['train_seconds']:.1f} s ({row['precision']})", flush=True)
                 if args.json and not rec.reused:
                     with open(args.json, "a") as f:
-                        f.write(json.dumps({**row, "machine": platform.machine(), "when": time.strftime("%Y-%m-%d")}) + "\n")
+                        stamp = {"machine": platform.machine(), "when": time.strftime("%Y-%m-%d")}
+                        f.write(json.dumps({**row, **stamp}) + "\n")
 
     groups = group_records([r for r in find_records(out) if r.config.classes == sub.classes.ids
                             and r.config.dry_run == args.dry_run], dry_runs=args.dry_run)
-    print(f"\n{'config':18s} {'test acc':>17s} {'macro-F1':>17s} {'test acc (TTA)':>17s} {'val acc':>17s} {'train s':>13s}")
+    print(f"\n{'config':18s} {'test acc':>17s} {'macro-F1':>17s} {'test acc (TTA)':>17s} {'val acc':>17s} "
+          f"{'train s':>13s}")
     for g in groups:
         cells = []
         for key in ("test_acc", "test_macro_f1", "test_acc_tta", "val_acc"):

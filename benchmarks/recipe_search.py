@@ -5,9 +5,9 @@
         --candidates preset,w16 --pooling max --seeds 2 --workers 2
 
 Every candidate is a set of overrides of the ``improved`` preset (see CANDIDATES). Each one is
-trained with one pooling tactic (``--pooling``) on every subset for each seed, and scored by its **validation** accuracy at the last
-epoch (the preset keeps the last epoch). The test arrays are dropped before training, so this
-script cannot look at them even by mistake. Seed ``s`` also uses validation split ``s``
+trained with one pooling tactic (``--pooling``) on every subset for each seed, and scored by its
+**validation** accuracy at the last epoch (the preset keeps the last epoch). The test arrays are
+dropped before training, so this script cannot look at them even by mistake. Seed ``s`` also uses validation split ``s``
 (``split_seed``), so a candidate is not chosen for luck on one particular 10% of the images.
 
 The table gives mean validation accuracy per subset and over all subsets, and mean training
@@ -51,6 +51,7 @@ def _init(data_dir: str | None, pooling: str, dry_run: bool = False) -> None:
 
 def _subset(classes: str, split_seed: int):
     import torch
+
     from cifarlab.data import load_subset
     key = (classes, split_seed)
     if key not in _SUBSETS:
@@ -83,7 +84,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None, help="append per-run results to this JSON-lines file")
-    ap.add_argument("--dry-run", action="store_true", help="two training steps per run: checks the script, not the nets")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="two training steps per run: checks the script, not the nets")
     args = ap.parse_args()
 
     cands = args.candidates.split(",")
@@ -93,7 +95,8 @@ def main() -> None:
     subsets = [s.strip() for s in args.subsets.split(";") if s.strip()]
     jobs = [(c, s, seed) for s in subsets for seed in range(args.seeds) for c in cands]
     rows = []
-    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(args.data_dir, args.pooling, args.dry_run)) as pool:
+    init = (args.data_dir, args.pooling, args.dry_run)
+    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as pool:
         for row in pool.map(_run, jobs):
             rows.append(row)
             print(f"  {row['candidate']:10s} {row['subset']:28s} seed {row['seed']}: val {row['val_acc']:.4f}  "
@@ -103,7 +106,8 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
 
     width = max(12, *(len(s) for s in subsets))
-    print(f"\n{'candidate':10s} " + " ".join(f"{s[:width]:>{width}s}" for s in subsets) + f" {'mean val':>9s} {'s/run':>7s}")
+    print(f"\n{'candidate':10s} " + " ".join(f"{s[:width]:>{width}s}" for s in subsets)
+          + f" {'mean val':>9s} {'s/run':>7s}")
     for c in cands:
         mine = [r for r in rows if r["candidate"] == c]
         per = [statistics.mean(r["val_acc"] for r in mine if r["subset"] == s) for s in subsets]

@@ -59,8 +59,8 @@ FINE_TO_COARSE = (
 )
 
 NUM_FINE = len(FINE_NAMES)
-# Images per fine class in the official split (every class has exactly these many).
-TRAIN_PER_CLASS, TEST_PER_CLASS = 500, 100
+# Training images per fine class in the official split (every class has exactly these many).
+TRAIN_PER_CLASS = 500
 assert NUM_FINE == 100 and len(COARSE_NAMES) == 20 and len(FINE_TO_COARSE) == 100
 
 

@@ -29,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
-from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, ClassSelection, select_classes, superclass_members
+from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, select_classes, superclass_members
 from .errors import CifarlabError
 
 MODELS = ("template", "improved")
@@ -107,10 +107,6 @@ class RunConfig:
     @property
     def experiment_id(self) -> str:
         return _digest({k: self.to_dict()[k] for k in EXPERIMENT_FIELDS})
-
-    @property
-    def selection(self) -> ClassSelection:
-        return ClassSelection(self.classes)
 
     @property
     def run_name(self) -> str:
@@ -243,7 +239,8 @@ RANGES = {
     "weight_decay": (_in(0, math.inf, hi_open=True), "a number >= 0"),
     "warmup_fraction": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
     "label_smoothing": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
-    "crop_padding": (_in(0, 31), "a whole number from 0 to 31 (reflect padding must be smaller than the 32-pixel image)"),
+    "crop_padding": (_in(0, 31),
+                     "a whole number from 0 to 31 (reflect padding must be smaller than the 32-pixel image)"),
     "seed": (_in(0, _MAX_SEED), "a whole number >= 0"),
     "plot_every": (lambda v: v is None or v >= 1, "a whole number >= 1, or None for about 25 redraws a run"),
 }

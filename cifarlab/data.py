@@ -23,7 +23,6 @@ import os
 import pickle
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 
 from .classes import ClassSelection, select_classes
 from .errors import CifarlabError
+from .files import publish_dir, staging_dir
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -71,7 +71,7 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 def _extract(archive: Path, root: Path) -> Path:
     """Extract into a temporary folder beside the target, then move into place, so an
     interrupted or failed extraction never leaves a half folder that looks complete."""
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    tmp = staging_dir(root, "extract")
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
@@ -83,9 +83,7 @@ def _extract(archive: Path, root: Path) -> Path:
                 f"or put a good copy of {ARCHIVE_NAME} there.") from e
         if not (tmp / FOLDER_NAME).is_dir():
             raise DataError(f"{archive} does not contain a {FOLDER_NAME}/ folder; is it the CIFAR-100 python archive?")
-        target = root / FOLDER_NAME
-        os.replace(tmp / FOLDER_NAME, target)
-        return target
+        return publish_dir(tmp / FOLDER_NAME, root / FOLDER_NAME)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

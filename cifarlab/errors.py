@@ -29,7 +29,7 @@ def short_errors() -> None:
     if shell is None:
         return
 
-    def handler(self, etype, value, tb, tb_offset=None):
+    def handler(self, etype, value, _tb, _tb_offset=None):
         line = f"{etype.__name__}: {value}"
         self._showtraceback(etype, value, [line])
         return [line]

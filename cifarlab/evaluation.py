@@ -20,7 +20,6 @@ from .data import Subset
 from .engine import TrainResult, loss_acc, predict_logits
 from .models import count_parameters
 
-
 DRY_RUN_IMAGES = 256   # per split, for dry runs only
 
 
@@ -44,7 +43,8 @@ def overfitting(history: list[dict], train_loss: float, train_acc: float, val_lo
     finite = np.isfinite(val_losses)
     if finite.any():
         i = int(np.nanargmin(np.where(finite, val_losses, np.inf)))
-        rise, min_epoch, min_loss = float(val_losses[-1] - val_losses[i]), int(history[i]["epoch"]), float(val_losses[i])
+        rise, min_epoch, min_loss = (float(val_losses[-1] - val_losses[i]), int(history[i]["epoch"]),
+                                     float(val_losses[i]))
     else:
         rise, min_epoch, min_loss = float("nan"), 0, float("nan")
     return {"acc_gap": train_acc - val_acc, "loss_gap": val_loss - train_loss,

@@ -92,7 +92,8 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7),
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     if dims[0].dim_value != 0 or [d.dim_value for d in dims[1:]] != [32, 32, 3]:
-        raise ExportError(f"{path}: input shape is {[d.dim_param or d.dim_value for d in dims]}, expected [batch, 32, 32, 3]")
+        raise ExportError(f"{path}: input shape is {[d.dim_param or d.dim_value for d in dims]}, "
+                          f"expected [batch, 32, 32, 3]")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = model.eval().cpu()
     out = {"opset": opset, "max_abs_diff": {}, "atol": atol, "rtol": rtol, "agree_top1": True}

@@ -32,8 +32,7 @@ import torch
 
 from .config import ConfigError, RunConfig
 from .figures import confusion_figure, plot_curves
-from .files import (OutputError, check_replaceable, is_hidden_work, publish_dir, read_json, staging_dir,
-                    write_json)
+from .files import OutputError, check_replaceable, is_hidden_work, publish_dir, read_json, staging_dir, write_json
 from .models import load_model
 
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",

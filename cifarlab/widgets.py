@@ -170,7 +170,8 @@ class ClassPicker:
             self.thumbnail_sources[i] = tag
             png = strip_png(images) if images is not None else placeholder_png(width=THUMBS_PER_CLASS * 66)
             note = {"full": "", "sample": " (shipped sample)",
-                    "placeholder": " - no images here: the full dataset is not on disk yet (it is downloaded when you train)"}[tag]
+                    "placeholder": " - no images here: the full dataset is not on disk yet "
+                                   "(it is downloaded when you train)"}[tag]
             width = 66 * (len(images) if images is not None else THUMBS_PER_CLASS)  # native size, not stretched
             rows.append(W.VBox([W.HTML(f"<b>{i}: {FINE_NAMES[i]}</b>{note}"),
                                 W.Image(value=png, format="png", layout=W.Layout(width=f"{width}px"))]))

@@ -61,7 +61,8 @@ def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status
         np.savez(path / f"{split}_predictions.npz", logits=np.zeros((len(c), 2), np.float32),
                  pred=(~c).astype(np.int64), true=true)
     metrics = {"status": status, "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
-               "val_acc": mean(val_correct), "test_acc": mean(test_correct), "test_macro_f1": mean(test_correct), "train_acc": 1.0, "train_seconds": train_seconds,
+               "val_acc": mean(val_correct), "test_acc": mean(test_correct), "test_macro_f1": mean(test_correct),
+               "train_acc": 1.0, "train_seconds": train_seconds,
                "n_val": len(val_correct), "n_test": len(test_correct), "epochs": cfg.epochs,
                "overfitting": {"acc_gap": 0.0, "loss_gap": 0.0, "val_loss_rise": 0.0, "val_loss_min_epoch": 1},
                **identity_fields(cfg), "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}

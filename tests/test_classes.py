@@ -1,7 +1,13 @@
 import pytest
 
-from cifarlab.classes import (COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, ClassSelectionError, select_classes,
-                              superclass_members)
+from cifarlab.classes import (
+    COARSE_NAMES,
+    FINE_NAMES,
+    FINE_TO_COARSE,
+    ClassSelectionError,
+    select_classes,
+    superclass_members,
+)
 
 
 def test_catalogue_facts():
@@ -32,7 +38,8 @@ def test_superclass_expands_and_mixes():
 
 def test_recorded_mapping():
     d = select_classes("otter,apple").to_dict()
-    assert d == {"ids": [0, 55], "names": ["apple", "otter"], "superclasses": ["fruit_and_vegetables", "aquatic_mammals"]}
+    assert d == {"ids": [0, 55], "names": ["apple", "otter"],
+                 "superclasses": ["fruit_and_vegetables", "aquatic_mammals"]}
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -6,12 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import fake_record
 
-from cifarlab.comparison import (ComparisonError, choose, compare, compare_and_save, group_records,
-                                 paired_difference)
+from cifarlab.comparison import ComparisonError, choose, compare, compare_and_save, group_records, paired_difference
 from cifarlab.config import make_config
 from cifarlab.records import RecordError, find_records, load_record
-from conftest import fake_record
 
 N_VAL, N_TEST = 150, 300
 
@@ -146,8 +145,8 @@ def test_cli_compare_lists_the_experiments(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 2 and "2 experiments found" in r.stderr and "apple-otter" in r.stderr
     assert "apple-pickup_truck" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "compare", "--runs", str(runs), "--experiment", "apple-otter"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "cifarlab", "compare", "--runs", str(runs), "--experiment",
+                        "apple-otter"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "apple-otter" in r.stdout and "pickup" not in r.stdout.split("Other experiments")[0]
 
 

@@ -126,7 +126,8 @@ def test_record_names_stay_short_and_readable():
     assert len(every.run_name) < 60 and every.run_name.startswith("dryrun_template_avg_seed0_100classes_")
     assert make_config(classes="vehicles_1").experiment_name == "vehicles_1"
     assert make_config(classes=[0, 55, 58]).experiment_name == "apple-otter-pickup_truck"
-    assert make_config(classes=[0, 55, 58], val_fraction=0.2).experiment_name == "apple-otter-pickup_truck_val0.2_split0"
+    with_split = make_config(classes=[0, 55, 58], val_fraction=0.2)
+    assert with_split.experiment_name == "apple-otter-pickup_truck_val0.2_split0"
     assert len(make_config(classes=list(range(40))).experiment_name) < 40
 
 

@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from cifarlab.classes import FINE_NAMES, select_classes
-from cifarlab.data import (DataError, default_data_dir, ensure_dataset, load_sample, load_subset, read_split,
-                           stratified_split)
-
+from cifarlab.data import (
+    DataError,
+    default_data_dir,
+    ensure_dataset,
+    load_sample,
+    load_subset,
+    read_split,
+    stratified_split,
+)
 
 # --- a tiny archive in the exact CIFAR-100 layout, served from loopback ---------------------------------
 
@@ -81,7 +87,7 @@ def test_download_verify_extract_load(tmp_path, archive):
         srv.close()
     assert srv.hits >= 1  # (torchvision may probe the URL for redirects first)
     assert (root / "cifar-100-python.tar.gz").is_file() and (root / "cifar-100-python" / "train").is_file()
-    assert not list(root.glob("*.part")) and not list(root.glob(".extract-*"))
+    assert not list(root.glob("*.part")) and not list(root.glob(".tmp-*"))
     assert len(sub.y_train) + len(sub.y_val) == 40 and len(sub.y_val) == 10 and len(sub.y_test) == 10
     # the pixels are the served ones, NHWC, labels renumbered 0..k-1
     data, fine = truth["test"]

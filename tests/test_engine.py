@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from cifarlab.config import ConfigError, make_config
-from cifarlab.engine import (TrainingDiverged, augment_batch, lr_factor, pad_images, pick_device, predict_logits,
-                             train)
+from cifarlab.engine import TrainingDiverged, augment_batch, lr_factor, pad_images, pick_device, predict_logits, train
 from cifarlab.experiment import run
 
 

@@ -5,8 +5,16 @@ import torch
 from torch import nn
 
 from cifarlab.config import make_config
-from cifarlab.evaluation import (SHIFTS, forward_flops, measures, random_shift_pairs, shift_consistency,
-                                 shift_images, shift_robustness, torch_predictor)
+from cifarlab.evaluation import (
+    SHIFTS,
+    forward_flops,
+    measures,
+    random_shift_pairs,
+    shift_consistency,
+    shift_images,
+    shift_robustness,
+    torch_predictor,
+)
 from cifarlab.models import Normalize, build_model
 
 

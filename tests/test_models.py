@@ -9,7 +9,7 @@ from cifarlab.models import ImprovedCNN, Normalize, TemplateCNN, build_model, co
 def test_template_avg_is_the_course_model():
     m = TemplateCNN(3, 32, "avg")
     assert count_parameters(m) == 21_699
-    convs = [l for l in m.features if isinstance(l, nn.Conv2d)]
+    convs = [layer for layer in m.features if isinstance(layer, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
         (3, 32, (5, 5), (4, 4), (2, 2)), (32, 64, (3, 3), (1, 1), (1, 1))]
     assert isinstance(m.features[-1], nn.AvgPool2d) and m.classifier.in_features == 256

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab.export import onnx_predict, load_best
+from cifarlab.export import load_best, onnx_predict
 from cifarlab.records import find_records
 
 ROOT = Path(__file__).resolve().parent.parent

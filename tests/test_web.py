@@ -104,11 +104,13 @@ def test_page_matches_onnxruntime_and_sweeps(site, browser, tmp_path):
     names, logits = _python_top(root, pixels)
     pred = page.evaluate("window.cifarlab.prediction")
     assert pred["name"] == names[int(np.argmax(logits))]
-    p = np.exp(logits - logits.max()); p /= p.sum()
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
     assert np.allclose(pred["probs"], p, atol=1e-4)
     assert names[pred["top"]] in page.inner_text("#top")
     # the page's shift is the notebooks' shift (cifarlab.evaluation.shift_images): same pixels
     import torch
+
     from cifarlab.evaluation import shift_images
     for dx, dy in ((3, -2), (-4, 4), (0, 1), (-8, 0)):
         js = np.array(page.evaluate(f"Array.from(shifted(window.cifarlab.source, {dx}, {dy}))"), np.uint8)
