@@ -24,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from cifarlab.comparison import choose, group_records
 from cifarlab.config import POOLINGS, make_config
 from cifarlab.data import load_subset
+from cifarlab.engine import device_summary, pick_device
 from cifarlab.experiment import run
 from cifarlab.records import find_records
 
@@ -57,7 +56,7 @@ def main() -> None:
 
     sub = load_subset(args.classes, data_dir=args.data_dir, verbose=False)
     print(f"classes {sub.classes} ({len(sub.y_train)} train / {len(sub.y_val)} val / {len(sub.y_test)} test), "
-          f"{args.seeds} seeds; torch {torch.__version__}, {torch.get_num_threads()} threads, {machine()}", flush=True)
+          f"{args.seeds} seeds; {device_summary(pick_device(args.device))}", flush=True)
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="accuracy-runs-")
     out = Path(args.out or tmp.name)
     for model in args.models.split(","):
@@ -101,18 +100,6 @@ def main() -> None:
               f"{ta[0]:.4f} ± {ta[1]:.4f} in {tsec:.1f} s")
     if tmp is not None:
         tmp.cleanup()
-
-
-def machine() -> str:
-    """The processor, as a figure's caption needs it: model name, bf16 units, torch's CPU capability."""
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from cifarlab.engine import cpu_bf16_flags
-    return (f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
-            f"{', '.join(cpu_bf16_flags()) or 'no'}")
 
 
 if __name__ == "__main__":

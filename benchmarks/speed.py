@@ -8,9 +8,13 @@ evaluated after every epoch), same template model, batch size 128, same number o
   (a) template - the course's loop as written: TensorDataset + DataLoader(batch 128, shuffle),
       one-hot float targets, CrossEntropyLoss on them, per-batch ``.item()`` statistics, an
       evaluation pass through a second DataLoader every epoch; no plotting;
-  (b) engine   - ``cifarlab.engine.train`` with the template preset;
+  (b) engine   - ``cifarlab.engine.train`` with the template preset (its precision: fp32), and
+      engine-bf16, the same with bf16 autocast;
   (c) floor    - forward + backward + optimizer step over pre-sliced batches, plus one
       evaluation forward per epoch: nothing but the arithmetic the device must do.
+
+Then the improved preset's epochs in fp32 and in bf16 (``--improved-epochs``). The first lines
+name the machine: processor or GPU, its native bf16 support, torch's CPU capability, threads.
 
 The contenders alternate over ``--repeats`` rounds and the median is reported; the device
 is synchronized around every timing. The last line is
@@ -20,7 +24,6 @@ is synchronized around every timing. The last line is
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -30,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.config import make_config
 from cifarlab.data import subset_for
-from cifarlab.engine import evaluate, pick_device, synchronize, train
+from cifarlab.engine import device_summary, evaluate, pick_device, synchronize, train
 from cifarlab.models import build_model
 
 
@@ -101,37 +104,64 @@ def floor_run(cfg, sub, device, epochs):
     return time.perf_counter() - t0, model
 
 
+def improved_epochs(sub, device, epochs, precision):
+    """Seconds per epoch of the improved preset's training (augmentation, one-cycle, its net) in one precision."""
+    cfg = make_config("improved", pooling="max", epochs=epochs, device=str(device), precision=precision)
+    r = train(cfg, sub)
+    return r.train_seconds / epochs, r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pooling", default="avg")
+    ap.add_argument("--improved-epochs", type=int, default=3,
+                    help="epochs per timing of the improved preset in fp32 and in bf16 (0: skip)")
     ap.add_argument("--full-runs", action="store_true",
                     help="also time one 500-epoch template-preset run per pooling tactic with the engine")
+    ap.add_argument("--dry-run", action="store_true", help="1 epoch, 1 repeat: checks the script, not the speed")
     args = ap.parse_args()
+    if args.dry_run:
+        args.epochs, args.repeats, args.improved_epochs = 1, 1, min(args.improved_epochs, 1)
 
     device = pick_device(args.device)
     cfg = make_config("template", pooling=args.pooling, device=str(device))
     sub = subset_for(cfg, verbose=False).to(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"template net ({args.pooling}), {len(sub.y_train)} train images, batch {cfg.batch_size}, "
-          f"{args.epochs} epochs x {args.repeats} repeats (median)")
-    contenders = {"template": template_loop, "engine": engine_run, "floor": floor_run}
+    print(f"device {device}: {device_summary(device)}")
+    print(f"template net ({args.pooling}), {len(sub.y_train)} train images, batch {cfg.batch_size}, "
+          f"{args.epochs} epochs x {args.repeats} repeats (median); engine precision {cfg.precision} "
+          f"(the template preset's), engine-bf16 the same with bf16 autocast")
+    bf16 = cfg.replace(precision="bf16")
+    contenders = {"template": lambda e: template_loop(cfg, sub, device, e),
+                  "engine": lambda e: engine_run(cfg, sub, device, e),
+                  "engine-bf16": lambda e: engine_run(bf16, sub, device, e),
+                  "floor": lambda e: floor_run(cfg, sub, device, e)}
     for fn in contenders.values():  # warm-up: first-call costs (allocator, kernels) are not the loop's
-        fn(cfg, sub, device, 1)
+        fn(1)
     times = {k: [] for k in contenders}
     models = {}
     for _ in range(args.repeats):
         for k, fn in contenders.items():
-            t, models[k] = fn(cfg, sub, device, args.epochs)
+            t, models[k] = fn(args.epochs)
             times[k].append(t / args.epochs)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k in contenders:
         acc = evaluate(models[k], sub.x_test, sub.y_test)[1]
-        print(f"  {k:8s} {med[k]:.4f} s/epoch  (runs: {', '.join(f'{t:.4f}' for t in times[k])})  "
+        print(f"  {k:11s} {med[k]:.4f} s/epoch  (runs: {', '.join(f'{t:.4f}' for t in times[k])})  "
               f"test acc after {args.epochs} epochs {acc:.4f}")
+    print(f"  template net, bf16 vs fp32 engine: {med['engine'] / med['engine-bf16']:.2f}x")
+    if args.improved_epochs:
+        improved_epochs(sub, device, 1, "fp32")  # warm-up
+        imp = {"fp32": [], "bf16": []}
+        for _ in range(args.repeats):
+            for precision in imp:
+                imp[precision].append(improved_epochs(sub, device, args.improved_epochs, precision)[0])
+        m = {p: statistics.median(v) for p, v in imp.items()}
+        runs = "; ".join(f"{p} " + ", ".join(f"{t:.3f}" for t in v) for p, v in imp.items())
+        print(f"  improved preset (max), {args.improved_epochs} epochs x {args.repeats}: fp32 {m['fp32']:.4f} s/epoch, "
+              f"bf16 {m['bf16']:.4f} s/epoch: bf16 {m['fp32'] / m['bf16']:.2f}x (runs {runs})")
     if args.full_runs:
         total = 0.0
         for pooling in ("stride", "max", "avg"):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 
@@ -177,6 +179,27 @@ def cpu_bf16_flags() -> list[str]:
     return []
 
 
+def cpu_name() -> str:
+    """This machine's processor, as figures measured on it should name it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def device_summary(device: torch.device) -> str:
+    """What a speed figure depends on: the processor or GPU, its bf16 support, threads, torch."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        what = f"GPU {torch.cuda.get_device_name(device)} (native bf16: {'yes' if native else 'no'})"
+    else:
+        flags = cpu_bf16_flags()
+        what = (f"CPU {cpu_name()}, {os.cpu_count()} cores, torch CPU capability "
+                f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(flags) if flags else 'no'}")
+    return f"{what}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively:
     a CUDA GPU with bf16 units, a CPU with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower
@@ -248,37 +271,52 @@ class Batches:
     flip: bool = False
     gen: torch.Generator | None = None
 
+    def __post_init__(self):
+        self.spans = list(zip(self.edges[:self.steps], self.edges[1:self.steps + 1]))
+        sizes = torch.tensor([b - a for a, b in self.spans], device=self.y.device)
+        # which batch each position of an epoch's order falls in: per-batch counts in one index_add
+        self.batch_of = torch.repeat_interleave(torch.arange(self.steps, device=self.y.device), sizes)
+
     def epoch(self):
-        """Yield (images, labels) of one epoch, in a fresh seeded order, augmented on the device."""
-        perm = _rand(torch.randperm, len(self.y), gen=self.gen, device=self.y.device)
-        for i in range(self.steps):
-            idx = perm[self.edges[i]:self.edges[i + 1]]
-            xb = augment_batch(self.x, idx, self.pad, self.flip, self.gen) if (self.pad or self.flip) else self.x[idx]
-            yield xb, self.y[idx]
+        """A fresh seeded order: (the labels in that order, an iterator over the batches of images).
+
+        Without augmentation the images are put in that order once (one gather an epoch) and every
+        batch is a view; with it, each batch is cropped and flipped on the device as it is needed."""
+        perm = _rand(torch.randperm, len(self.y), gen=self.gen, device=self.y.device)[:self.edges[self.steps]]
+        if self.pad or self.flip:
+            images = (augment_batch(self.x, perm[a:b], self.pad, self.flip, self.gen) for a, b in self.spans)
+        else:
+            ordered = self.x[perm]
+            images = (ordered[a:b] for a, b in self.spans)
+        return self.y[perm], images
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches, lrs, label_smoothing: float,
                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of training steps. Returns per-batch (loss, correct count) as device tensors.
 
-    Nothing here waits for the device: the learning rates are precomputed (``lrs``, one per step,
-    or None for a constant rate) and the statistics stay on the device until the caller reads them."""
+    A step is the forward, the backward and the optimizer step, nothing more: the learning rates are
+    precomputed (``lrs``, one per step, or None for a constant rate), and the statistics are computed
+    once at the epoch's end from the kept losses and logits - no extra kernels per step, no host sync."""
     model.train()
     device = batches.y.device
-    losses, correct = [], []
-    for i, (xb, yb) in enumerate(batches.epoch()):
+    ys, images = batches.epoch()
+    losses, outputs = [], []
+    for i, (xb, (a, b)) in enumerate(zip(images, batches.spans)):
         if lrs is not None:
             for g in opt.param_groups:
                 g["lr"] = lrs[i]
         with autocast(precision, device):
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, ys[a:b], label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.detach())
-        correct.append((logits.detach().argmax(1) == yb).sum())
-    return torch.stack(losses).float(), torch.stack(correct).float()
+        outputs.append(logits.detach())
+    hits = (torch.cat(outputs).argmax(1) == ys).float()
+    correct = torch.zeros(batches.steps, device=device).index_add_(0, batches.batch_of, hits)
+    return torch.stack(losses).float(), correct
 
 
 def _epoch_stats(losses: np.ndarray, correct: np.ndarray, sizes: np.ndarray) -> dict:

@@ -124,16 +124,6 @@ def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray
     return np.concatenate(outs)
 
 
-def machine_name() -> str:
-    """This machine's processor, for figures measured on it."""
-    import platform
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def onnx_session(model: nn.Module):
     """``model`` exported to ONNX and opened in onnxruntime on the CPU - what the measures of a run use.
 
@@ -165,6 +155,8 @@ def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int 
     import time
 
     import onnxruntime as ort
+
+    from .engine import cpu_name
     x = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     out = {}
     for key, batch, repeats in (("latency_ms_b1", 1, repeats_b1), ("latency_ms_b256", 256, repeats_b256)):
@@ -177,7 +169,7 @@ def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int 
             sess.run([ONNX_OUTPUT], feed)
             times.append(time.perf_counter() - t0)
         out[key] = 1000 * float(np.median(times))
-    out["latency_machine"] = f"{machine_name()}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs"
+    out["latency_machine"] = f"{cpu_name()}, onnxruntime {ort.__version__}, {os.cpu_count()} CPUs"
     return out
 
 

@@ -47,6 +47,31 @@ def test_accuracy_benchmark_prints_its_final_line(tmp_path):
     assert choose([g for g in groups if g.model == "improved"]).group.pooling == tactic
 
 
+def test_speed_benchmark_names_the_machine_and_keeps_its_last_line():
+    p = _script("speed.py", "--dry-run", "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert "torch CPU capability" in lines[0] and "native bf16:" in lines[0]
+    assert any(line.strip().startswith("engine-bf16") for line in lines)
+    assert re.search(r"improved preset \(max\).*fp32 [\d.]+ s/epoch, bf16 [\d.]+ s/epoch", p.stdout)
+    assert re.fullmatch(r"engine speedup vs template loop: [\d.]+x \(template [\d.]+ s/epoch, engine [\d.]+ s/epoch, "
+                        r"floor [\d.]+ s/epoch, overhead -?[\d.]+%\)", lines[-1]), lines[-1]
+
+
+def test_precision_benchmark_pairs_the_two_precisions(tmp_path):
+    p = _script("precision.py", "--subsets", "0,55,58", "--seeds", "2", "--device", "cpu", "--dry-run", "--out",
+                str(tmp_path / "runs"))
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"bf16 vs fp32, improved preset \(max\): [\d.]+x per epoch; test accuracy within noise on "
+                        r"[01] of 1 subsets", last), last
+    from cifarlab.records import find_records
+    recs = find_records(tmp_path / "runs")
+    assert sorted((r.config.precision, r.config.seed) for r in recs) == [("bf16", 0), ("bf16", 1), ("fp32", 0),
+                                                                         ("fp32", 1)]
+    assert {r.metrics["precision"] for r in recs} == {"fp32", "bf16"}  # what ran, recorded
+
+
 def test_recipe_search_drops_the_test_set_and_uses_one_split_per_seed(monkeypatch, tmp_path):
     import recipe_search as rs
     monkeypatch.setattr(rs, "_OPTIONS", {**rs._OPTIONS, "data_dir": None})
