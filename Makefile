@@ -17,6 +17,7 @@ POOLINGS        ?= stride max avg
 EPOCHS          ?=
 TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
+FORCE           ?=
 
 .PHONY: setup test run-all bench web web-deps clean distclean
 
@@ -40,11 +41,12 @@ run-all: setup
 	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
 		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
-		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(FORCE),--force)
 
 bench: setup
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/precision.py
 
 # The browser page (web/): classify your own image with the exported model.
 web-deps: web/node_modules/.package-lock.json

@@ -139,6 +139,16 @@ class RunConfig:
         return f"classes {', '.join(f'{i}:{FINE_NAMES[i]}' for i in self.classes)}; {split}"
 
     @property
+    def configuration_label(self) -> str:
+        """The configuration in words: model and pooling, and how its recipe differs from its preset's."""
+        preset = PRESETS.get(self.model, {})
+        base = RunConfig(**{k: v for k, v in preset.items()}) if preset else RunConfig()
+        differs = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
+                   if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "pooling")
+                   and getattr(self, f.name) != getattr(base, f.name)]
+        return f"{self.model}/{self.pooling}" + (f" ({', '.join(differs)})" if differs else f" ({self.model} preset)")
+
+    @property
     def title(self) -> str:
         return f"{self.model} net, {self.pooling} pooling, seed {self.seed}"
 

@@ -53,7 +53,8 @@ def _config_sha(text: str) -> str:
 def identity_fields(cfg: RunConfig) -> dict:
     """What metrics.json carries to say which run, configuration and experiment it belongs to."""
     return {"run_id": cfg.run_id, "config_id": cfg.config_id, "experiment_id": cfg.experiment_id,
-            "experiment": cfg.experiment_label, "experiment_name": cfg.experiment_name}
+            "configuration": cfg.configuration_label, "experiment": cfg.experiment_label,
+            "experiment_name": cfg.experiment_name}
 
 
 def record_path(out, cfg: RunConfig) -> Path:

@@ -121,17 +121,14 @@ def main(argv=None) -> int:
         return 130
     print(f"suite finished in {time.perf_counter() - t_start:.0f} s ({trained} runs trained, {skipped} skipped: "
           f"record exists); records in {runs}, comparison and chosen model in {exp}")
-    print(f"web page: make web, then open http://127.0.0.1:8000/web/?model=/{_rel(exp / 'best' / 'model.onnx')}"
-          f"&classes=/{_rel(exp / 'best' / 'classes.json')}")
+    best = exp / "best"
+    if best.is_relative_to(NOTEBOOKS.parent):  # make web serves the repository root
+        rel = best.relative_to(NOTEBOOKS.parent)
+        print(f"web page: make web, then open http://127.0.0.1:8000/web/?model=/{rel}/model.onnx"
+              f"&classes=/{rel}/classes.json")
+    else:
+        print(f"web page: make web, open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json from {best}")
     return 0
-
-
-def _rel(path: Path) -> str:
-    """``path`` relative to the repository root (where ``make web`` serves from), if it is inside it."""
-    try:
-        return str(path.relative_to(NOTEBOOKS.parent))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

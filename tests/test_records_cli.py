@@ -42,6 +42,7 @@ def test_record_files_and_keys(record):
                             "superclasses": ["fruit_and_vegetables", "aquatic_mammals", "vehicles_1"]}
     assert m["run_id"] == record.config.run_id and record.path.name == record.config.run_name
     assert m["experiment"].startswith("classes 0:apple, 55:otter, 58:pickup_truck")
+    assert m["configuration"] == "template/avg (epochs 8)"  # readable: what differs from its preset
     assert set(m["overfitting"]) >= {"acc_gap", "loss_gap", "val_loss_rise", "val_loss_min_epoch"}
     assert m["n_test"] == 300 and m["n_val"] == 150 and m["n_train"] == 1350
     assert len(record.history) == 8 and {"train_loss", "train_loss_p25", "val_acc"} <= set(record.history[0])
