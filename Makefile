@@ -54,7 +54,8 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 
 web: web-deps
-	@echo "open http://127.0.0.1:8000/web/?model=/$(OUT)/best/model.onnx&classes=/$(OUT)/best/classes.json"
+	@echo "open http://127.0.0.1:8000/web/?model=/$(OUT)/<experiment>/best/model.onnx&classes=/$(OUT)/<experiment>/best/classes.json"
+	@echo "(make run-all prints the exact address for its experiment, e.g. $(OUT)/apple-otter-pickup_truck)"
 	@echo "(or open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json yourself; Ctrl-C stops)"
 	$(PYTHON) -m http.server --bind 127.0.0.1 8000
 

@@ -34,7 +34,8 @@ PAIRED_METHOD = (
     "paired bootstrap: the same images score every run, so the difference in accuracy between two "
     "configurations is resampled image by image (the same resampled images for both) and seed by seed, "
     f"{N_BOOT} times; the middle {CONFIDENCE:.0%} of those differences is the interval. An interval that "
-    "excludes 0 means the two differ by more than the noise of which images and seeds happened to be drawn.")
+    "excludes 0 means the two differ by more than the noise of which images and seeds happened to be drawn "
+    "(with 2-3 seeds the seed part of that noise is only roughly known).")
 
 CHOICE_RULE = (
     "Within one experiment, choose the configuration with the highest mean validation accuracy over its "
@@ -67,18 +68,23 @@ class Experiment:
     label: str
     records: list[Record]                                   # complete, not dry runs
     diverged: list[Record] = field(default_factory=list)
+    legacy: list[Record] = field(default_factory=list)      # written by cifarlab 0.1.0: no paired data
 
     @property
     def classes(self) -> tuple[int, ...]:
-        return self.records[0].config.classes if self.records else self.diverged[0].config.classes
+        return next(r.config.classes for r in self.records + self.diverged + self.legacy)
 
     def describe(self) -> str:
         d = f", {len(self.diverged)} diverged" if self.diverged else ""
-        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d})"
+        old = f", {len(self.legacy)} from an older cifarlab" if self.legacy else ""
+        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d}{old})"
 
 
 def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
-    """Records grouped by experiment (dry runs left out), and how many dry-run records were left out."""
+    """Records grouped by experiment (dry runs left out), and how many dry-run records were left out.
+
+    Records written by cifarlab 0.1.0 (no identity, no validation predictions) are kept apart: they
+    cannot be paired, and their runs are retrained into new records beside them."""
     by_id: dict[str, Experiment] = {}
     dry = 0
     for r in records:
@@ -87,7 +93,10 @@ def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
             continue
         c = r.config
         e = by_id.setdefault(c.experiment_id, Experiment(c.experiment_id, c.experiment_name, c.experiment_label, []))
-        (e.records if r.ok else e.diverged).append(r)
+        if "run_id" not in r.metrics:
+            e.legacy.append(r)
+        else:
+            (e.records if r.ok else e.diverged).append(r)
     return sorted(by_id.values(), key=lambda e: e.name), dry
 
 
@@ -96,8 +105,8 @@ def select_experiment(found: list[Experiment], which=None, where="") -> Experime
     one there is. Several and no ``which``: an error that lists them and says what to pass."""
     listing = "\n".join(f"  - {e.describe()}" for e in found)
     if not found:
-        raise ComparisonError(f"no run records to compare{where}: train some runs first "
-                              f"(python -m cifarlab train --out RUNS, or make run-all)")
+        raise ComparisonError(f"no run records to compare{where} (dry runs never are): train some runs first "
+                              f"(python -m cifarlab train --out RUNS; make run-all writes them to out/runs)")
     if which is None or which == "" or which == []:
         if len(found) == 1:
             return found[0]
@@ -128,6 +137,7 @@ class Group:
     key: str                 # config_id
     records: list[Record]
     label: str = ""
+    _correct: dict = field(default_factory=dict, repr=False)
 
     @property
     def model(self) -> str:
@@ -152,13 +162,17 @@ class Group:
         v = self.values(key)
         return float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0
 
-    def correct(self, split: str) -> np.ndarray:
-        """Per-seed, per-image correctness on ``split`` (seeds x images, bool) from the recorded predictions."""
-        rows = []
-        for r in self.records:
-            p = r.predictions(split)
-            rows.append(p["pred"] == p["true"])
-        return np.array(rows, dtype=bool)
+    def correct(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-seed, per-image correctness on ``split`` (seeds x images, bool) from the recorded predictions,
+        and the labels of those images (read once per group and split)."""
+        if split not in self._correct:
+            preds = [r.predictions(split) for r in self.records]
+            for r, p in zip(self.records[1:], preds[1:]):
+                if not np.array_equal(p["true"], preds[0]["true"]):
+                    raise ComparisonError(f"{r.path} was scored on other {split} images than "
+                                          f"{self.records[0].path}: they cannot be paired. Retrain one with --force.")
+            self._correct[split] = (np.array([p["pred"] == p["true"] for p in preds], dtype=bool), preds[0]["true"])
+        return self._correct[split]
 
 
 _ORDER = {"stride": 0, "max": 1, "avg": 2}
@@ -167,10 +181,15 @@ _ORDER = {"stride": 0, "max": 1, "avg": 2}
 def group_records(records: list[Record], dry_runs: bool = False) -> list[Group]:
     """Complete records grouped by configuration (identity minus seed), improved net first. Dry runs are
     left out unless ``dry_runs`` (a smoke test of a script that compares)."""
-    groups: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
+    runs: dict[str, Record] = {}
+    for r in records:  # a run copied into a second folder counts once: the folder named for it wins
         if r.ok and (dry_runs or not r.config.dry_run):
-            groups[r.config.config_id].append(r)
+            other = runs.get(r.config.run_id)
+            if other is None or r.path.name == r.config.run_name:
+                runs[r.config.run_id] = r
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in runs.values():
+        groups[r.config.config_id].append(r)
     out = [Group(k, sorted(rs, key=lambda r: r.config.seed)) for k, rs in groups.items()]
     _label(out)
     return sorted(out, key=lambda g: (g.model != "improved", g.model, _ORDER.get(g.pooling, 9), g.label))
@@ -241,23 +260,32 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: 
                   float((pb * (1 - pa)).sum()), n, (sa, sb))
 
 
+def paired(ga: Group, gb: Group, split: str) -> Paired:
+    """:func:`paired_difference` of two configurations on ``split``, after checking they saw the same images."""
+    (a, ya), (b, yb) = ga.correct(split), gb.correct(split)
+    if not np.array_equal(ya, yb):
+        raise ComparisonError(f"{ga.label} and {gb.label} were scored on different {split} images: they cannot "
+                              f"be paired (records of one experiment should never differ here)")
+    return paired_difference(a, b)
+
+
 def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
     """The paired comparison of two configurations on ``split``, in a sentence a student can read."""
-    p = paired_difference(ga.correct(split), gb.correct(split))
+    p = paired(ga, gb, split)
     what = f"{ga.label} vs {gb.label}: {p.interval()} {split} accuracy"
-    images = (f"{ga.label} is right on {p.a_only:.1f} of the {p.n_images} images that {gb.label} gets wrong, "
-              f"{gb.label} on {p.b_only:.1f} that {ga.label} gets wrong"
-              + (" (means over seed pairs)" if max(p.seeds) > 1 else ""))
+    images = (f"of the {p.n_images} {split} images, only {ga.label} is right on {p.a_only:.1f}, "
+              f"only {gb.label} on {p.b_only:.1f}" + (" (means over seed pairs)" if max(p.seeds) > 1 else ""))
+    one_seed = (" With one seed a side the interval covers only which images were drawn, not seed-to-seed "
+                "noise: train more seeds before trusting it." if min(p.seeds) == 1 else "")
     if p.distinguishable:
-        return p, f"{what} - distinguishable: {images}."
+        return p, f"{what} - distinguishable: {images}.{one_seed}"
     if p.diff == 0 and p.a_only == 0 and p.b_only == 0:
         return p, f"{what} - identical predictions on every image."
     half = (p.hi - p.lo) / 2
-    need = (half / abs(p.diff)) ** 2 if p.diff else math.inf
-    more = (f"separating a difference this size would take about {need:.0f}x as many {split} images"
-            if math.isfinite(need) else "there is no difference to separate")
-    return p, (f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}; "
-               f"more seeds narrow only the training-noise part.")
+    need = max(1.0, (half / abs(p.diff)) ** 2) if p.diff else math.inf
+    more = (f"if seed-to-seed noise is small, separating a difference this size would take about {need:.0f}x "
+            f"as many {split} images" if math.isfinite(need) else "there is no difference to separate")
+    return p, f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}.{one_seed}"
 
 
 def distinguishability(groups: list[Group], split: str = "test") -> str:
@@ -290,9 +318,9 @@ def choose(groups: list[Group]) -> Choice:
                               "(or python -m cifarlab train) first")
     if not all(r.metrics.get("n_val") for g in groups for r in g.records):
         raise ComparisonError("these runs have no validation split (val_fraction 0): the choice rule needs "
-                              "validation accuracy, and the test set never chooses. The table above still "
-                              "reports them; to choose, train with a validation split (val_fraction > 0, "
-                              "default 0.1).")
+                              "validation accuracy, and the test set never chooses. The comparison still reports "
+                              "them (python -m cifarlab compare without --best); to choose, train with a "
+                              "validation split (val_fraction > 0, default 0.1).")
     best = max(groups, key=lambda g: (g.mean("val_acc"), -g.mean("train_seconds")))
     if len(groups) == 1:
         tied, why = [best], f"{best.label} is the only configuration compared, so it is chosen."
@@ -301,7 +329,7 @@ def choose(groups: list[Group]) -> Choice:
         for g in groups:
             if g is best:
                 continue
-            p = paired_difference(best.correct("val"), g.correct("val"))
+            p = paired(best, g, "val")
             notes.append(f"{g.label} {-p.diff:+.4f} ({CONFIDENCE:.0%} interval {-p.hi:+.4f} to {-p.lo:+.4f}): "
                          + ("lower" if p.distinguishable else "tied"))
             if not p.distinguishable:
@@ -312,7 +340,8 @@ def choose(groups: list[Group]) -> Choice:
     winner = min(tied, key=lambda g: (g.mean("train_seconds"), g is not best))
     if len(tied) > 1:
         why += (f" Among the tied ({', '.join(g.label for g in tied)}) the fastest wins: {winner.label} "
-                f"({winner.mean('train_seconds'):.1f} s per run).")
+                f"({winner.mean('train_seconds'):.1f} s per run). (Tied means not shown to differ on these "
+                f"validation images; a small validation split ties close calls, so speed decides them.)")
     elif len(groups) > 1:
         why += f" None is tied with it, so {winner.label} wins."
     record = max(winner.records, key=lambda r: (_value(r, "val_acc"), -r.config.seed))
@@ -354,7 +383,7 @@ def other_winners(groups: list[Group], chosen: Group) -> str:
                       ("mflops", "FLOPs")):
         best_fn = _WINS[key][0]
         vals = {g.label: g.mean(key) for g in groups if math.isfinite(g.mean(key))}
-        if not vals:
+        if chosen.label not in vals:
             continue
         winner = best_fn(vals, key=vals.get)
         if winner != chosen.label:
@@ -406,6 +435,9 @@ class Comparison:
             lines.append(f"({self.dry_runs} dry-run record{'s' if self.dry_runs > 1 else ''} ignored)")
         for r in self.experiment.diverged:
             lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
+        for r in self.experiment.legacy:
+            lines.append(f"written by an older cifarlab, not compared (no paired data): {r.path} - make run-all "
+                         f"or python -m cifarlab train retrains it into a new record beside it")
         return "\n".join(lines)
 
     def tables(self) -> str:
@@ -444,7 +476,8 @@ def compare(runs, experiment=None) -> Comparison:
     groups = group_records(exp.records)
     if not groups:
         raise ComparisonError(f"experiment {exp.name} in {runs} has no complete runs to compare "
-                              f"({len(exp.diverged)} diverged): train with a lower learning rate")
+                              f"({len(exp.diverged)} diverged, {len(exp.legacy)} from an older cifarlab): "
+                              f"train its runs (a diverged one with a lower learning rate)")
     choice, no_choice = None, None
     try:
         choice = choose(groups)
@@ -459,7 +492,7 @@ def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Compari
     ``selection.json``): what notebook 02 and ``python -m cifarlab compare --best`` both call.
 
     ``best`` is checked before anything else; it is replaced only when it is a previous best folder."""
-    from .data import subset_for
+    from .data import data_source, subset_for
     from .export import check_best_target, save_best
 
     if best is not None:
@@ -469,11 +502,13 @@ def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Compari
         if c.choice is None:
             raise ComparisonError(f"nothing saved to {best}: {c.no_choice}")
         rec = c.choice.record
-        subset = subset_for(rec.config, data_dir, verbose=False)
+        # real test images for the ONNX check when they are at hand; never a download just for 8 images
+        images = (subset_for(rec.config, data_dir, verbose=False).x_test[:8]
+                  if data_source(rec.config.classes, data_dir) != "download" else None)
         selection = {"experiment": c.experiment.label, "experiment_name": c.experiment.name,
                      "experiment_id": c.experiment.id, "rule": CHOICE_RULE, "explanation": c.choice.explanation,
                      "paired_method": PAIRED_METHOD, "distinguishable": c.verdicts,
                      "configurations": {g.label: [str(r.path) for r in g.records] for g in c.groups},
                      "run_id": rec.config.run_id}
-        c.saved = save_best(rec, best, selection, subset.x_test[:8])
+        c.saved = save_best(rec, best, selection, images)
     return c

@@ -363,9 +363,10 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
 def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
     """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
     other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"OVERRIDES={overrides!r} is not allowed: expected a mapping of config fields to values, "
+                          f"e.g. {{\"lr\": 0.05}}")
     overrides = dict(overrides or {})
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"OVERRIDES must be a mapping of config fields to values, got {type(overrides).__name__}")
     named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
     twice = sorted(k for k in overrides if k in named and named[k] is not None)
     if twice:

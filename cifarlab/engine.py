@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import Subset
 from .errors import CifarlabError
 from .models import build_model
@@ -53,9 +53,12 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+        raise ConfigError(f"device={name!r} was asked for, but CUDA is not available here; use device auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {name!r} was asked for, but Apple MPS is not available here; use 'auto' or 'cpu'")
+        raise ConfigError(f"device={name!r} was asked for, but Apple MPS is not available here; use device auto or cpu")
     return dev
 
 
@@ -219,6 +222,18 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if requested == "bf16":
         return "bf16", f"bf16 as configured ({what})"
     return ("bf16" if native else "fp32"), f"auto: {what}"
+
+
+def resolve_config(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """The config as it will run here - ``precision="auto"`` resolved for this machine's device - and why.
+
+    A run's identity is what it computes, so a record says ``fp32`` or ``bf16``, never ``auto``: an auto
+    run on a bf16 GPU and one on an fp32-only CPU are two runs, never mistaken for each other."""
+    device = pick_device(cfg.device)
+    precision, why = resolve_precision(cfg.precision, device)
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision='bf16' is not supported on {device.type}; use precision fp32 or auto")
+    return (cfg if precision == cfg.precision else cfg.replace(precision=precision)), why
 
 
 def autocast(precision: str, device: torch.device):

@@ -10,19 +10,22 @@ from pathlib import Path
 
 from .config import RunConfig
 from .data import Subset, check_data_dir, subset_for
-from .engine import TrainingDiverged, train
+from .engine import TrainingDiverged, resolve_config, train
 from .evaluation import evaluate_final
 from .files import check_writable_dir
 from .liveview import make_view
 from .records import Record, check_record_target, find_record, load_record, write_record
 
 
-def preflight(cfg: RunConfig, out, data_dir=None) -> None:
-    """Everything that can be checked before training: the output folder, the record's place in it,
-    the data folder. Raises a one-line error (nothing trained for nothing)."""
+def preflight(cfg: RunConfig, out, data_dir=None) -> tuple[RunConfig, str]:
+    """Everything that can be checked before training: the device and precision (resolved for this
+    machine), the output folder, the record's place in it, the data folder. Returns the resolved config
+    and why it runs in that precision; raises a one-line error (nothing trained for nothing)."""
+    cfg, why = resolve_config(cfg)
     check_writable_dir(out, "--out")
     check_record_target(out, cfg)
     check_data_dir(data_dir)
+    return cfg, why
 
 
 def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
@@ -34,7 +37,7 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     still writes its record - beside, never over, a complete one - and raises
     :class:`cifarlab.engine.TrainingDiverged` saying where."""
     out = Path(out)
-    preflight(cfg, out, data_dir)
+    cfg, why = preflight(cfg, out, data_dir)
     if not force:
         existing = find_record(out, cfg)
         if existing is not None:
@@ -51,6 +54,7 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
         raise ValueError(f"the subset holds classes {subset.classes.ids}, the config asks for {cfg.classes}")
     try:
         result = train(cfg, subset, make_view(live))
+        result.precision_reason = why
     except TrainingDiverged as e:
         path = write_record(out, e.result, None, subset)
         raise TrainingDiverged(f"{e} Its record: {path}", e.result) from None

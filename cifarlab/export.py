@@ -37,7 +37,7 @@ from torch import nn
 
 from .config import ConfigError, RunConfig
 from .errors import CifarlabError
-from .files import check_replaceable, check_writable_dir, publish_dir, read_json, staging_dir, write_json
+from .files import Owned, check_replaceable, check_writable_dir, publish_dir, read_json, staging_dir, write_json
 from .models import load_model
 
 ONNX_OPSET = 18
@@ -47,8 +47,11 @@ ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
 # A reload on another machine (other CPU kernels, or the GPU that trained) vs the recorded CPU logits.
 RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
-BEST_FILES = {BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
-              "test_predictions.npz", "selection.json", "model.onnx"}
+BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
+                        "test_predictions.npz", "selection.json", "model.onnx"})
+# A best/ folder of cifarlab 0.1.0 had no marker: recognised by its layout.
+BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best",
+             legacy=lambda files: files <= BEST_FILES and {"selection.json", "config.json", "model.pt"} <= files)
 
 
 class ExportError(CifarlabError, RuntimeError):
@@ -179,7 +182,7 @@ def check_best_target(folder) -> Path:
     a file - is refused with an error that says what is there."""
     folder = Path(folder).expanduser()
     check_writable_dir(folder.parent, "--best")
-    check_replaceable(folder, BEST_MARKER, BEST_FILES, "--best", "best")
+    check_replaceable(folder, BEST)
     return folder
 
 
@@ -204,7 +207,7 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
         write_json(tmp / "selection.json", {**(selection or {}), "run": str(record.path), "onnx_check": check})
         from . import __version__
         write_json(tmp / BEST_MARKER, {"written_by": f"cifarlab {__version__}", "run": str(record.path)})
-        publish_dir(tmp, folder)
+        publish_dir(tmp, folder, BEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -218,11 +221,11 @@ def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
         raise ExportError(f"{folder} has no config.json, so it is not a best/ folder: run the comparison notebook "
                           f"(02_compare.ipynb) or `python -m cifarlab compare --runs RUNS --best {folder}` first")
     try:
-        config = RunConfig.from_dict(read_json(folder / "config.json", "best folder"))
+        config = RunConfig.from_dict(read_json(folder / "config.json", "best folder", ExportError))
     except (ConfigError, TypeError) as e:
         raise ExportError(f"{folder / 'config.json'} does not hold a valid config ({e}); save best/ again with "
                           f"`python -m cifarlab compare --runs RUNS --best {folder}`") from None
-    classes = read_json(folder / "classes.json", "best folder")
+    classes = read_json(folder / "classes.json", "best folder", ExportError)
     return load_model(config, folder / "model.pt", device), config, classes
 
 
@@ -236,13 +239,16 @@ def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cp
         raise ExportError(f"{folder} holds a model of classes {list(config.classes)} ({', '.join(classes['names'])}), "
                           f"but this reload expects classes {list(expected_classes)}: pass the best/ folder of that "
                           f"experiment (make run-all writes one per experiment: OUT/<experiment>/best)")
-    recorded = read_json(folder / "recorded_metrics.json", "best folder")
+    recorded = read_json(folder / "recorded_metrics.json", "best folder", ExportError)
     with np.load(folder / "test_predictions.npz") as z:
         rec_logits, rec_pred, rec_true = z["logits"], z["pred"], z["true"]
     from .engine import predict_logits
     torch_logits = predict_logits(model, x_test.to(device)).cpu().numpy()
     onnx_logits = onnx_predict(folder / "model.onnx", x_test.cpu().numpy())
     y = y_test.cpu().numpy()
+    if len(y) != len(rec_true):
+        raise ExportError(f"reloading {folder}: the test set here has {len(y)} images, the recorded one "
+                          f"{len(rec_true)} - other classes or other data than the run was scored on")
     top2 = np.sort(rec_logits, 1)[:, -2:] if rec_logits.shape[1] > 1 else np.zeros((len(rec_logits), 2))
     near_tie = (top2[:, 1] - top2[:, 0]) < 2 * RELOAD_ATOL
     out = {

@@ -6,7 +6,7 @@ Three rules, used by the data layer, the run records and the ``best/`` folder al
   rename (:func:`staging_dir`, :func:`publish_dir`): a crash never leaves a half folder that
   looks complete.
 * A folder is replaced only when it is this project's own output of the same kind, recognised
-  by its marker (:func:`owned_by_us`); anything else there - a user's folder, a runs folder, a
+  by its marker (:class:`Owned`, :func:`check_replaceable`); anything else there - a user's folder, a runs folder, a
   file - is refused with :class:`OutputError`, and nothing is touched.
 * Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo
   in ``--out`` costs a second, not a trained model.
@@ -18,7 +18,9 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -57,7 +59,7 @@ def read_json(path, what: str = "file", error: type = OutputError):
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
+        raise error(f"{path} is missing; this {what} is incomplete. Create it again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e}); this {what} was damaged or edited by hand. "
                           f"Restore it, or delete {path.parent} and create it again.") from None
@@ -83,32 +85,41 @@ def check_writable_dir(path, option: str = "--out") -> Path:
     return path
 
 
-def owned_by_us(folder: Path, marker: str) -> bool:
-    """Whether ``folder`` carries this project's ``marker`` file (so it is ours to replace)."""
-    return (Path(folder) / marker).is_file()
+@dataclass(frozen=True)
+class Owned:
+    """What makes an existing folder this project's own output, so that it may be replaced: its marker
+    file, the only files written there, and (optionally) an older version's layout without the marker."""
+
+    marker: str
+    allowed: frozenset
+    option: str                                   # how the user named the place: "--out", "--best"
+    kind: str                                     # "run record", "best"
+    legacy: Callable[[set], bool] | None = None
 
 
-def check_replaceable(target, marker: str, allowed: set[str], option: str, kind: str) -> None:
-    """Refuse to replace ``target`` unless it is missing, an empty folder, or a previous output of
-    this kind (``marker`` present) holding only the files this project writes there."""
+def check_replaceable(target, owned: Owned) -> None:
+    """Refuse to replace ``target`` unless it is missing, an empty folder, or a previous output of this
+    kind (marker present, or the legacy layout) holding only the files this project writes there."""
     target = Path(target)
     if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
-        raise OutputError(f"{option} {target} is {'a link' if target.is_symlink() else 'a file'}, not a {kind} "
-                          f"folder; nothing was changed. Pass a new folder path (it is created).")
+        raise OutputError(f"{owned.option} {target} is {'a link' if target.is_symlink() else 'a file'}, not a "
+                          f"{owned.kind} folder; nothing was changed. Pass a new folder path (it is created).")
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    if not owned_by_us(target, marker):
+    ours = (target / owned.marker).is_file() or (owned.legacy is not None and owned.legacy(set(entries)))
+    if not ours:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise OutputError(f"{option} {target} already holds files that cifarlab did not write there ({shown}); "
-                          f"it is not a previous {kind} folder, so it is left alone. Pass a new folder path "
-                          f"(it is created) or a previous {kind} folder.")
-    foreign = [e for e in entries if e not in allowed]
+        raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
+                          f"it is not a previous {owned.kind} folder, so it is left alone. Pass a new folder path "
+                          f"(it is created) or a previous {owned.kind} folder.")
+    foreign = [e for e in entries if e not in owned.allowed]
     if foreign:
-        raise OutputError(f"{option} {target} is a previous {kind} folder, but it also holds files cifarlab did not "
-                          f"write ({', '.join(foreign[:5])}); move them out first, or pass another folder.")
+        raise OutputError(f"{owned.option} {target} is a previous {owned.kind} folder, but it also holds files "
+                          f"cifarlab did not write ({', '.join(foreign[:5])}); move them out first, or pass "
+                          f"another folder.")
 
 
 def staging_dir(parent, name: str) -> Path:
@@ -118,22 +129,38 @@ def staging_dir(parent, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name[:80]}-", dir=parent))
 
 
-def publish_dir(tmp, target) -> Path:
-    """Move the finished folder ``tmp`` to ``target``; a previous ``target`` (which the caller has
-    checked is ours) is replaced only once the new one is complete: rename aside, rename in, delete."""
+def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
+    """Move the finished folder ``tmp`` to ``target``.
+
+    A previous ``target`` is replaced only when ``owned`` says it is ours (checked here, and checked
+    again once it has been moved aside, so nothing that appeared meanwhile is lost), and only once the
+    new folder is complete: rename aside, rename in, delete. Without ``owned`` an existing target is
+    never replaced."""
     target = Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f"{ASIDE_PREFIX}{target.name}-{os.getpid()}")
-        os.replace(target, old)
+    aside = None
+    if target.exists() or target.is_symlink():
+        if owned is None:
+            raise OutputError(f"{target} already exists; it is left alone. Move it away and run again.")
+        check_replaceable(target, owned)
+        aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{target.name[:80]}-", dir=target.parent))
+        os.replace(target, aside)  # onto the fresh empty folder: a unique name, atomically
+        try:
+            check_replaceable(aside, owned)
+        except OutputError:
+            os.replace(aside, target)
+            raise
     try:
         os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)  # put the previous folder back
+    except BaseException as e:
+        if aside is not None:
+            try:
+                os.replace(aside, target)  # put the previous folder back
+            except OSError:
+                raise OutputError(f"could not publish {target} ({e}), nor put the previous one back: it is safe "
+                                  f"in {aside}; move it back by hand") from e
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     return target
 
 

@@ -176,7 +176,7 @@ def load_state_dict_safely(path, device="cpu") -> dict:
     """``torch.load`` with ``weights_only=True``: tensors only, no pickled code is run."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; train a model (or run the comparison step) first")
+        raise ModelFileError(f"{path} does not exist; train a model (or run the comparison step) first")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:

@@ -32,7 +32,16 @@ import torch
 
 from .config import ConfigError, RunConfig
 from .figures import confusion_figure, plot_curves
-from .files import OutputError, check_replaceable, is_hidden_work, publish_dir, read_json, staging_dir, write_json
+from .files import (
+    OutputError,
+    Owned,
+    check_replaceable,
+    is_hidden_work,
+    publish_dir,
+    read_json,
+    staging_dir,
+    write_json,
+)
 from .models import load_model
 
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",
@@ -40,6 +49,7 @@ RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curv
                 "val_predictions.npz")
 RECORD_MARKER = "metrics.json"      # written last: its presence marks a complete record
 DIVERGED_SUFFIX = "_diverged"
+RECORD = Owned(RECORD_MARKER, frozenset(RECORD_FILES), "--out", "run record")
 
 
 class RecordError(OutputError):
@@ -63,7 +73,7 @@ def record_path(out, cfg: RunConfig) -> Path:
 
 def check_record_target(out, cfg: RunConfig) -> None:
     """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
-    check_replaceable(record_path(out, cfg), RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+    check_replaceable(record_path(out, cfg), RECORD)
 
 
 def write_record(out, result, evaluation=None, subset=None) -> Path:
@@ -76,7 +86,7 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
     target = record_path(out, cfg)
     if evaluation is None and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
         target = target.with_name(target.name + DIVERGED_SUFFIX)
-    check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+    check_replaceable(target, RECORD)
     tmp = staging_dir(out, target.name)
     try:
         config_text = cfg.to_json() + "\n"
@@ -100,7 +110,7 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
             for split, p in evaluation.predictions.items():
                 np.savez_compressed(tmp / f"{split}_predictions.npz", **p)
         write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete record
-        return publish_dir(tmp, target)
+        return publish_dir(tmp, target, RECORD)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -139,7 +149,8 @@ class Record:
         path = self.path / f"{split}_predictions.npz"
         if not path.is_file():
             raise RecordError(f"{path} is missing: this record was written by an older cifarlab or damaged. "
-                              f"Retrain it: python -m cifarlab train ... --force (or delete {self.path})")
+                              f"Train that run again (python -m cifarlab train, or make run-all, writes a new "
+                              f"record beside it), or delete {self.path}")
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
 

@@ -55,21 +55,26 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     runs = out / "runs"
     classes = _classes(args.classes)
+    # the notebooks run with OUT as their working folder: pass the data folder as an absolute path
+    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
     # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
     try:
         if args.seeds < 1:
             raise CifarlabError(f"SEEDS={args.seeds} is not allowed: need at least one seed")
-        plan = []
+        plan = []  # (notebook parameters, the config they make)
         for model in args.models.split():
             for pooling in args.poolings.split():
                 for seed in range(args.seeds):
-                    epochs = args.epochs or (args.template_epochs if model == "template" else None)
-                    plan.append(notebook_config(model, classes, pooling, seed, epochs))
+                    epochs = args.epochs if args.epochs is not None else (
+                        args.template_epochs if model == "template" else None)
+                    params = dict(CLASSES=classes, MODEL=model, POOLING=pooling, SEED=seed, EPOCHS=epochs)
+                    plan.append((params, notebook_config(model, classes, pooling, seed, epochs)))
         if not plan:
             raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")
-        exp = out / plan[0].experiment_name
+        first = plan[0][1]
+        exp = out / first.experiment_name
         check_writable_dir(out, "OUT")
-        check_data_dir(args.data_dir)
+        check_data_dir(data_dir)
         check_best_target(exp / "best")
     except CifarlabError as e:
         print(f"run_all: error: {e}", file=sys.stderr)
@@ -78,8 +83,10 @@ def main(argv=None) -> int:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from cifarlab.engine import resolve_config
+
     (exp / "notebooks").mkdir(parents=True, exist_ok=True)
-    common = {"DATA_DIR": args.data_dir}
+    common = {"DATA_DIR": data_dir}
 
     def execute(name: str, target: str, **params) -> None:
         t0 = time.perf_counter()
@@ -89,25 +96,23 @@ def main(argv=None) -> int:
         print(f"    done in {time.perf_counter() - t0:.1f} s -> {exp / 'notebooks' / target}", flush=True)
 
     t_start = time.perf_counter()
-    print(f"experiment {plan[0].experiment_label}: {len(plan)} runs -> {runs}, comparison -> {exp}", flush=True)
+    print(f"experiment {first.experiment_label}: {len(plan)} runs -> {runs}, comparison -> {exp}", flush=True)
     trained = skipped = 0
     try:
         execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
-        for cfg in plan:
-            existing = None if args.force else find_record(runs, cfg)
+        for params, cfg in plan:
+            existing = None if args.force else find_record(runs, resolve_config(cfg)[0])
             if existing is not None:
                 state = "" if existing.ok else ", diverged"
                 print(f"skipped: {cfg.title} (record exists{state}: {existing.path})", flush=True)
                 skipped += 1
                 continue
-            epochs = args.epochs or (args.template_epochs if cfg.model == "template" else None)
-            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
-                    MODEL=cfg.model, POOLING=cfg.pooling, SEED=cfg.seed, EPOCHS=epochs, OUT=str(runs), LIVE=False,
-                    USE_PICKER=False, FORCE=args.force)
+            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", **params,
+                    OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=args.force)
             trained += 1
         execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
-                EXPERIMENT=plan[0].experiment_name)
-        execute("03_reload.ipynb", "03_reload.ipynb", BEST=str(exp / "best"), EXPECT_CLASSES=list(plan[0].classes))
+                EXPERIMENT=first.experiment_name)
+        execute("03_reload.ipynb", "03_reload.ipynb", BEST=str(exp / "best"), EXPECT_CLASSES=list(first.classes))
     except PapermillExecutionError as e:
         print(f"run_all: a cell failed: {e.ename}: {e.evalue}\n(see the executed notebook under {exp / 'notebooks'}; "
               f"finished records are kept, and a rerun skips them)", file=sys.stderr)

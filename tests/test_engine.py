@@ -12,7 +12,7 @@ def test_device_pick(sample_subset):
     assert pick_device("auto").type == want
     assert pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             pick_device("cuda")
     # the model trains where it was asked to, and the record says so
     r = train(make_config("template", epochs=1, device="cpu", dry_run=True), sample_subset)
@@ -114,6 +114,21 @@ def test_the_real_cpu_flags_are_read():
     from cifarlab.engine import cpu_bf16_flags
     flags = open("/proc/cpuinfo").read()
     assert ("avx512_bf16" in cpu_bf16_flags()) == (" avx512_bf16" in flags)
+
+
+def test_auto_precision_is_resolved_into_the_record(sample_subset, tmp_path):
+    """A record says what ran: auto becomes fp32 or bf16 (by this machine's hardware) in its config and
+    identity, so an auto run from a bf16 machine is never reused as this machine's fp32 run."""
+    from cifarlab.engine import cpu_bf16_flags
+    want = "bf16" if cpu_bf16_flags() else "fp32"
+    cfg = make_config("template", epochs=2, precision="auto", device="cpu")
+    rec = run(cfg, out=tmp_path, subset=sample_subset, live="none")
+    assert rec.config.precision == rec.metrics["precision"] == want
+    assert rec.metrics["precision_reason"].startswith("auto: ")
+    assert rec.path.name == cfg.replace(precision=want).run_name
+    assert run(cfg, out=tmp_path, subset=sample_subset, live="none").reused
+    other = cfg.replace(precision="fp32" if want == "bf16" else "bf16")
+    assert other.run_name != rec.path.name
 
 
 def test_forced_bf16_trains_and_records_its_precision(sample_subset, tmp_path):

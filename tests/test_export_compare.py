@@ -56,7 +56,7 @@ def test_safe_load_rejects_a_pickled_model(tmp_path):
         load_state_dict_safely(tmp_path / "whole.pt")
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     assert set(load_state_dict_safely(tmp_path / "sd.pt")) == set(model.state_dict())
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ModelFileError, match="does not exist"):
         load_state_dict_safely(tmp_path / "missing.pt")
 
 

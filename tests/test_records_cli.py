@@ -244,6 +244,8 @@ def test_17_8_every_hint_names_a_command_and_option_that_exist():
     (["train", "--tta-flip", "maybe"], "expected true or false"),
     (["train", "--augment", "crop+flip", "--crop-padding", "32"], "crop_padding=32"),
     (["compare", "--runs", "/nonexistent/runs"], "does not exist"),
+    pytest.param(["train", "--device", "cuda"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_cli_bad_arguments_one_line_no_traceback(args, words, tmp_path):
     out = tmp_path / "out"
