@@ -138,7 +138,8 @@ class ClassPicker:
         view applies the old positions to the new, shorter list: the browser console logs "Error
         setting state: Cannot set properties of undefined (setting 'selected')" and part of the
         selection is not highlighted. Clearing the selection first avoids that on both widget front
-        ends. (``hold_sync()``, one message for options and index together, is not an alternative:
+        ends, whatever the old selection was (listing the selection first avoids it only while the
+        selection stays the same). (``hold_sync()``, one message for options and index together, is not an alternative:
         the ipywidgets-7 front end of Colab applies the index before the new options and then
         highlights nothing.)"""
         self._syncing = True

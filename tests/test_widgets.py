@@ -114,3 +114,14 @@ def test_the_selection_is_listed_first(picker):
     values = [v for _, v in picker.select.options]
     assert values[:7] == [0, 8, 13, 48, 55, 58, 90] and sorted(values) == list(range(100))
     assert picker.select.index == tuple(range(7))
+
+
+def test_a_smaller_new_selection_under_a_filter(picker):
+    """12 classes selected, the list narrowed to a superclass, then two other classes chosen from code: the
+    old selection's positions (up to 11) must not reach the new, 7-row list."""
+    picker.set_classes("flowers,vehicles_1,apple,otter")
+    picker.superclass.value = "fish"
+    assert len(picker.ids) == 12 and len(picker.select.options) == 17
+    past_the_end, highlighted = _front_end(picker.select, lambda: picker.set_classes([1, 2]))
+    assert past_the_end == [] and highlighted == [1, 2] == picker.ids
+    assert len(picker.select.options) == 6  # the two, then the other fish
