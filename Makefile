@@ -45,8 +45,10 @@ nbfilter:
 
 # JupyterLab from the project's venv: its widget front end matches the kernel's ipywidgets 8, and a
 # notebook's "python3" kernel is this venv's Python (nothing to pick by hand).
+# More options: make lab LAB_ARGS="--port 8890 --no-browser"
+LAB_ARGS ?=
 lab: setup
-	$(PY) -m jupyterlab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+	$(PY) -m jupyterlab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 # For a Jupyter installed elsewhere (it needs ipywidgets 8's front end: JupyterLab 4 or Notebook 7):
 # a per-user kernel whose name is this clone's own, so two clones never repoint each other's.
