@@ -2,6 +2,7 @@
 #   make run-all    run the whole lab (notebooks via papermill) on the default classes
 #   make test       run the tests
 # Both set up a local virtual environment first (make setup).
+#   make lab        JupyterLab from that environment, to run the notebooks by hand
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +20,7 @@ TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
 FORCE           ?=
 
-.PHONY: setup test run-all bench web web-deps clean distclean
+.PHONY: setup test run-all bench web web-deps clean distclean lab user-kernel notebooks nbfilter
 
 setup: $(VENV)/.installed
 
@@ -30,9 +31,36 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(if $(TORCH),$(PY) -m pip install -q $(TORCH))
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (cifarlab)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cifarlab)" >/dev/null
+	@$(MAKE) --no-print-directory nbfilter
 	@touch $@
-	@echo "setup done: $(VENV), Jupyter kernel '$(KERNEL)'"
+	@echo "setup done: $(VENV), with its own Jupyter kernel '$(KERNEL)' (inside $(VENV): another clone's"
+	@echo "setup cannot repoint it). Run the notebooks by hand with: make lab"
+
+# Jupyter's autosave writes outputs and widget state into the notebooks: a git clean filter
+# (.gitattributes) commits them without (scripts/nbtool.py clean); the files on disk keep their outputs.
+nbfilter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config filter.cifarlab-notebooks.clean '$(PYTHON) scripts/nbtool.py clean' && \
+		echo "git filter cifarlab-notebooks set: notebooks are committed without outputs"; fi
+
+# JupyterLab from the project's venv: its widget front end matches the kernel's ipywidgets 8, and a
+# notebook's "python3" kernel is this venv's Python (nothing to pick by hand).
+# More options: make lab LAB_ARGS="--port 8890 --no-browser"
+LAB_ARGS ?=
+lab: setup
+	$(PY) -m jupyterlab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+# For a Jupyter installed elsewhere (it needs ipywidgets 8's front end: JupyterLab 4 or Notebook 7):
+# a per-user kernel whose name is this clone's own, so two clones never repoint each other's.
+user-kernel: setup
+	@id=$$(printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1); \
+	$(PY) -m ipykernel install --user --name "cifarlab-$$id" --display-name "Python (cifarlab: $(CURDIR))" && \
+	echo "in your Jupyter pick the kernel 'Python (cifarlab: $(CURDIR))'"
+
+# The notebooks' Colab badges and install cells, from pyproject.toml's [project.urls] Repository.
+notebooks:
+	$(PYTHON) scripts/nbtool.py sync
 
 test: setup
 	$(PY) -m pytest

@@ -17,11 +17,14 @@ One module per job:
 * ``comparison`` - experiments, configurations, paired statistics, the choice rule
 * ``export``     - best/ folder, ONNX + onnxruntime check, reload
 * ``widgets``    - the class picker
+* ``install``    - the notebooks' install cell: what is missing, nothing upgraded (Colab)
 * ``cli``        - ``python -m cifarlab``
 
 Heavy modules are imported lazily; ``import cifarlab`` is cheap.
 """
 __version__ = "0.1.0"
+
+from pathlib import Path as _Path
 
 from .classes import ClassSelection, ClassSelectionError, select_classes  # noqa: F401
 from .config import PRESETS, RunConfig, make_config  # noqa: F401
@@ -34,3 +37,15 @@ def notebook_setup() -> None:
     import torch
     print(f"cifarlab {__version__}, torch {torch.__version__}, "
           f"{'CUDA: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU: training on the CPU'}")
+
+
+def out_path(*parts: str) -> str:
+    """Where a notebook run by hand writes (its ``OUT`` / ``RUNS`` / ``BEST`` defaults): ``out/`` at
+    the top of this cifarlab clone when the notebook runs inside the clone (from ``notebooks/``: beside
+    what ``make run-all`` writes, and ignored by git), else ``out/`` in the working directory
+    (Colab: ``/content/out``). ``make run-all`` passes its own paths."""
+    cwd = _Path.cwd().resolve()
+    clone = _Path(__file__).resolve().parent.parent
+    inside = (clone / "pyproject.toml").is_file() and (clone / "notebooks").is_dir() and (
+        cwd == clone or clone in cwd.parents)
+    return str((clone if inside else cwd).joinpath("out", *parts))

@@ -123,12 +123,28 @@ class ClassPicker:
         members = range(100) if sc == ALL else superclass_members(sc)
         text = self.filter.value.strip().lower().replace(" ", "_")
         shown = [i for i in members if text in FINE_NAMES[i]]
-        # Selected classes stay listed (and selected) whatever the filter says.
-        return sorted(set(shown) | set(self._ids))
+        # Selected classes stay listed (and selected) whatever the filter says, and come FIRST: the
+        # list shows 12 rows of up to 100, so a selection further down would be out of view and
+        # look unselected.
+        chosen = self.ids
+        return chosen + [i for i in shown if i not in set(chosen)]
 
     def _refilter(self, _change=None) -> None:
+        """New options for the list, the selection kept. Three state updates, each consistent on
+        its own, in this order: no selection, the new options, the selection again.
+
+        The front end keeps a SelectMultiple's selection as positions (``index``) into its
+        options. Options set while an old index is still set arrive first, and the ipywidgets-8
+        view applies the old positions to the new, shorter list: the browser console logs "Error
+        setting state: Cannot set properties of undefined (setting 'selected')" and part of the
+        selection is not highlighted. Clearing the selection first avoids that on both widget front
+        ends, whatever the old selection was (listing the selection first avoids it only while the
+        selection stays the same). (``hold_sync()``, one message for options and index together, is not an alternative:
+        the ipywidgets-7 front end of Colab applies the index before the new options and then
+        highlights nothing.)"""
         self._syncing = True
         try:
+            self.select.value = ()
             self.select.options = [_option(i) for i in self._visible()]
             self.select.value = tuple(self.ids)
         finally:

@@ -1,5 +1,8 @@
 """The notebook suite: committed clean, and executed end to end by papermill on the shipped sample."""
+import importlib.util
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,9 @@ from cifarlab.records import find_records
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+_spec = importlib.util.spec_from_file_location("nbtool", ROOT / "scripts" / "nbtool.py")
+nbtool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nbtool)
 
 
 def test_the_suite_is_there():
@@ -30,6 +36,84 @@ def test_committed_notebooks_are_clean(path):
     assert len(tagged) == 1, "exactly one papermill parameters cell"
     text = json.dumps(nb)
     assert "colab.research.google.com" in text and "REPO_URL" in text  # Colab badge and install cell
+    # the kernel JupyterLab and Colab both start for it, under the name JupyterLab itself writes back
+    assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                            "name": "python3"}
+    assert all(set(c["metadata"]) <= {"tags"} for c in nb["cells"]), "per-cell metadata (Colab ids, scroll state)"
+    # exactly what the git filter commits (no outputs, no widget state, Jupyter's own layout)
+    assert path.read_text() == nbtool.dumps(nbtool.clean(json.loads(path.read_text())))
+
+
+def _nb_with_outputs(path: Path) -> str:
+    """The notebook as Jupyter autosaves it after a run: outputs, counts, widget state, another kernel."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = i + 1
+        cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["hello\n"]}]
+        cell["metadata"]["execution"] = {"iopub.status.idle": "2025-01-01T00:00:00Z"}
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    nb["metadata"]["kernelspec"] = {"display_name": "Python (cifarlab)", "language": "python", "name": "cifarlab"}
+    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.7", "mimetype": "text/x-python"}
+    return json.dumps(nb, indent=1)
+
+
+def test_git_filter_keeps_autosaved_outputs_out_of_commits(tmp_path):
+    """`make setup` defines the clean filter that .gitattributes names: a notebook Jupyter saved with
+    outputs is unchanged for git; a real edit shows as only that edit and is committed without outputs."""
+    if not shutil.which("git") or not shutil.which("make"):
+        pytest.skip("needs git and make")
+    repo = tmp_path / "clone"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    for f in ("Makefile", ".gitattributes", "scripts/nbtool.py", "notebooks/01_train.ipynb"):
+        shutil.copy(ROOT / f, repo / f)
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo,
+                                    capture_output=True, text=True, check=True).stdout
+    git("init", "-q")
+    made = subprocess.run(["make", "-s", "nbfilter", f"PYTHON={sys.executable}"], cwd=repo, capture_output=True,
+                          text=True)
+    assert made.returncode == 0 and "filter cifarlab-notebooks set" in made.stdout, made.stderr
+    assert "nbtool.py clean" in git("config", "filter.cifarlab-notebooks.clean")
+    git("add", "-A")
+    git("commit", "-qm", "clean")
+    nb = repo / "notebooks" / "01_train.ipynb"
+    nb.write_text(_nb_with_outputs(nb))
+    assert git("diff") == ""                            # autosaved outputs: no change for git
+    git("add", "-A")                                    # (git status lists the file until it is added)
+    assert git("diff", "--cached") == "" and git("status", "--porcelain") == ""
+    edited = json.loads(nb.read_text())
+    edited["cells"][2]["source"] = "".join(edited["cells"][2]["source"]).replace("SEED = 0", "SEED = 1")
+    nb.write_text(json.dumps(edited))
+    diff = git("diff")
+    assert [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")] == \
+        ['-    "SEED = 0\\n",', '+    "SEED = 1\\n",']
+    git("commit", "-qam", "seed 1")
+    committed = json.loads(git("show", "HEAD:notebooks/01_train.ipynb"))
+    assert all(c.get("outputs", []) == [] for c in committed["cells"]) and "widgets" not in committed["metadata"]
+    assert committed["metadata"]["kernelspec"]["name"] == "python3"
+    assert "hello" in nb.read_text()                    # the working copy keeps its outputs
+
+
+def test_setup_registers_the_kernel_inside_the_venv(tmp_path):
+    """`make setup` puts its kernel in the venv (another clone's setup cannot repoint it);
+    `make user-kernel` names a per-user kernel after the clone, so two clones get two kernels."""
+    if not shutil.which("make"):
+        pytest.skip("needs make")
+    dry = lambda target, where: subprocess.run(["make", "-n", "-B", target], cwd=where, capture_output=True,
+                                               text=True, check=True).stdout
+    setup = [ln for ln in dry("setup", ROOT).splitlines() if "ipykernel install" in ln]
+    assert len(setup) == 1 and "--sys-prefix" in setup[0] and "--user" not in setup[0]
+    names = []
+    for clone in ("a", "b"):
+        (tmp_path / clone).mkdir()
+        for f in ("Makefile", "pyproject.toml"):
+            shutil.copy(ROOT / f, tmp_path / clone / f)
+        # the recipe itself, with PY=echo: what it would register (-o: no venv is made for it)
+        cmd = subprocess.run(["make", "-s", "-o", ".venv/.installed", "user-kernel", "PY=echo"], cwd=tmp_path / clone,
+                             capture_output=True, text=True, check=True).stdout
+        names.append(re.search(r"--name (\S+)", cmd).group(1))
+        assert "--user" in cmd and f"Python (cifarlab: {tmp_path / clone})" in cmd
+    assert names[0] != names[1] and all(n.startswith("cifarlab-") for n in names)
 
 
 def _outputs(nb_path: Path, needle: str) -> list[dict]:
