@@ -18,7 +18,22 @@ EPOCHS          ?=
 TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
 
-.PHONY: setup test run-all bench web web-deps clean distclean
+# make sweep parameters (MODELS, POOLINGS, SEEDS, EPOCHS, TEMPLATE_EPOCHS, DATA_DIR as above), e.g.
+#   make sweep SUBSETS="0,55,58 vehicles_1" ENGINE=ray SEEDS=3
+SUBSETS         ?=               # class subsets, space-separated, each comma-separated (default: CLASSES as one)
+ENGINE          ?= local         # local (one run at a time) or ray (a local Ray, or the cluster at ADDRESS)
+ADDRESS         ?=               # Ray cluster HOST:PORT (default $$RAY_ADDRESS)
+CPUS_PER_RUN    ?=
+GPUS_PER_RUN    ?=
+SWEEP_OUT       ?= $(OUT)/sweep
+FORCE           ?=               # non-empty: retrain runs whose records exist
+
+comma := ,
+empty :=
+space := $(empty) $(empty)
+SWEEP_SUBSETS = $(or $(strip $(SUBSETS)),$(subst $(space),$(comma),$(strip $(CLASSES))))
+
+.PHONY: setup test run-all sweep bench web web-deps clean distclean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +55,14 @@ run-all: setup
 	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
 		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+sweep: setup
+	$(PY) -m cifarlab sweep $(foreach s,$(SWEEP_SUBSETS),--classes "$(s)") --models $(MODELS) --poolings $(POOLINGS) \
+		--seeds $(SEEDS) --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		$(if $(strip $(ADDRESS)),--address $(strip $(ADDRESS))) $(if $(strip $(CPUS_PER_RUN)),--cpus-per-run $(CPUS_PER_RUN)) \
+		$(if $(strip $(GPUS_PER_RUN)),--gpus-per-run $(GPUS_PER_RUN)) $(if $(strip $(FORCE)),--force) \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 bench: setup
