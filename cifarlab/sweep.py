@@ -352,7 +352,7 @@ def check_reachable(address: str, option: str = "--address", timeout: float = 3.
 def import_ray(loopback: bool):
     """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
     if loopback:
-        if "ray" in sys.modules:
+        if sys.modules.get("ray") is not None:
             import ray
             from ray._private import ray_constants
             if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False) and not ray.is_initialized():
