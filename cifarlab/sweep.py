@@ -68,12 +68,6 @@ class SweepError(CifarlabError, ValueError):
     """The sweep cannot start as asked (a bad spec, engine, address or resource); nothing was trained."""
 
 
-class SweepFailed(CifarlabError, RuntimeError):
-    """Some runs ended without a record (their worker died more often than retried, or they raised)."""
-
-    exit_code = 1
-
-
 # --- the plan ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sweep:
@@ -188,6 +182,19 @@ def make_sweep(classes=None, models=("improved", "template"), poolings=POOLINGS,
 
 
 # --- one run, wherever it runs -----------------------------------------------------------------------
+WORK_PREFIX = "cifarlab-run-"
+
+
+def _remove_stale_work(root=None) -> None:
+    """Remove the temporary folders of runs whose process is gone (a worker killed mid-run cannot
+    remove its own): ``cifarlab-run-<pid>-*`` whose pid no longer exists."""
+    root = Path(root or tempfile.gettempdir())
+    for d in root.glob(f"{WORK_PREFIX}*-*"):
+        pid = d.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None = None) -> dict:
     """Train ``cfg`` with :func:`cifarlab.experiment.run` into a fresh temporary folder (the worker's
     own disk) and return the record's files as bytes, with where and how it ran. A diverged run comes
@@ -201,7 +208,9 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
     if threads:
         torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix="cifarlab-run-")
+    if Path("/proc/self").exists():
+        _remove_stale_work()
+    tmp = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-")
     try:
         status, error = "ok", None
         try:
@@ -287,7 +296,7 @@ class LocalEngine:
         return (f"engine local: one run at a time in this process, {self.threads or torch.get_num_threads()} "
                 f"torch thread(s)")
 
-    def start(self, n_runs: int) -> None:
+    def start(self, configs) -> None:
         pass
 
     def put(self, subset):
@@ -351,19 +360,22 @@ def check_reachable(address: str, option: str = "--address", timeout: float = 3.
 
 def import_ray(loopback: bool):
     """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
-    if loopback:
-        if sys.modules.get("ray") is not None:
-            import ray
-            from ray._private import ray_constants
-            if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False) and not ray.is_initialized():
-                raise SweepError("Ray was imported in this process before cifarlab could make it listen on "
-                                 "127.0.0.1 only, so a local Ray would open ports on this machine's network "
-                                 "address. Restart (the kernel) and run the sweep before importing ray, or set "
-                                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 and RAY_AUTH_MODE=disabled before it")
-        else:
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-            for k, v in LOOPBACK_ENV.items():
-                os.environ.setdefault(k, v)
+    if sys.modules.get("ray") is not None:
+        import ray
+        from ray._private import ray_constants
+        wide = getattr(ray_constants, "ENABLE_RAY_CLUSTER", not loopback)
+        if not ray.is_initialized() and wide == loopback:
+            raise SweepError(
+                "Ray was imported in this process before cifarlab could make it listen on 127.0.0.1 only, so a "
+                "local Ray would open ports on this machine's network address. Restart (the kernel) and run the "
+                "sweep before importing ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing it"
+                if loopback else
+                "Ray was set up in this process for a local (127.0.0.1-only) Ray, which cannot join a cluster on "
+                "another machine; restart (the kernel) and run the cluster sweep first")
+    elif loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        for k, v in LOOPBACK_ENV.items():
+            os.environ.setdefault(k, v)
     try:
         import ray
     except ImportError:
@@ -408,7 +420,7 @@ class RayEngine:
         if self.address and not self.ray.is_initialized():
             check_reachable(self.address, self.option)
 
-    def start(self, n_runs: int) -> None:
+    def start(self, configs) -> None:
         ray = self.ray or import_ray(self.loopback)
         self.ray = ray
         t0 = time.perf_counter()
@@ -429,7 +441,11 @@ class RayEngine:
             self.owned = True
         self.start_seconds = time.perf_counter() - t0
         try:
-            self._size(n_runs)
+            self._size(len(configs))
+            cuda = sorted({c.device for c in configs if c.device.startswith("cuda")})
+            if cuda and not self.gpus:
+                raise SweepError(f"--device {cuda[0]}, but the runs get no GPU ({self.how} has "
+                                 f"{self.resources.split(', ')[-1]}, --gpus-per-run {self.gpus:g}); use --device auto")
         except BaseException:
             self.stop()
             raise
@@ -716,7 +732,7 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     t0 = time.perf_counter()
     bar = None
     try:
-        runner.start(len(todo))
+        runner.start(todo)
         result.workers = runner.workers
         log(runner.describe())
         # each class subset once, in the driver (unless workers load their own)
@@ -770,5 +786,5 @@ def sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seed
     return run_sweep(plan, out, engine=engine, **run_options)
 
 
-__all__ = ["Sweep", "SweepResult", "SweepError", "SweepFailed", "make_sweep", "run_sweep", "sweep", "execute_run",
+__all__ = ["Sweep", "SweepResult", "SweepError", "make_sweep", "run_sweep", "sweep", "execute_run",
            "publish_record", "summary_table", "LOOPBACK_ENV", "ENGINES"]

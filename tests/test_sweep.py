@@ -9,7 +9,9 @@ a private temporary folder; `ss` checks that no Ray process listens anywhere els
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before ray is imported anywhere in this process (Ray reads them at import): loopback only, no token file.
@@ -18,10 +20,10 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 RAY_TMP = tempfile.mkdtemp(prefix="clray-")   # short: Ray's unix sockets live under it
 os.environ["RAY_TMPDIR"] = RAY_TMP
+atexit.register(shutil.rmtree, RAY_TMP, True)
 
 import json  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -39,12 +41,6 @@ from cifarlab.sweep import execute_run, make_sweep, publish_record, run_sweep  #
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray_tmp():
-    yield
-    shutil.rmtree(RAY_TMP, ignore_errors=True)
 
 
 # --- helpers: processes, listeners ---------------------------------------------------------------------
@@ -236,6 +232,22 @@ def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatc
     assert "pip install 'cifarlab[ray]'" in err
 
 
+def test_ray_imported_the_wrong_way_is_refused_before_it_starts(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+
+    from cifarlab.sweep import SweepError, import_ray
+    assert not ray.is_initialized()
+    assert import_ray(True) is ray                  # imported after the loopback variables: fine
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)     # as if imported without them
+    with pytest.raises(SweepError, match="before cifarlab could make it listen on 127.0.0.1 only"):
+        import_ray(True)
+    assert import_ray(False) is ray                 # a cluster on another machine: fine then
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    with pytest.raises(SweepError, match="cannot join a cluster on another machine"):
+        import_ray(False)
+
+
 def test_make_sweep_builds_a_valid_command(tmp_path):
     p = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "sweep", "SUBSETS=0,55 vehicles_1",
                         "ENGINE=ray", "SEEDS=3", "EPOCHS=2", "FORCE=1", "SWEEP_OUT=" + str(tmp_path / "x"),
@@ -258,7 +270,7 @@ def test_make_sweep_builds_a_valid_command(tmp_path):
 
 # --- records that come back from a worker -----------------------------------------------------------
 def _worker_tmp() -> set:
-    return set(Path(tempfile.gettempdir()).glob("cifarlab-run-*"))
+    return set(Path(tempfile.gettempdir()).glob(f"cifarlab-run-{os.getpid()}-*"))
 
 
 @pytest.fixture(scope="module")
@@ -364,8 +376,9 @@ class TestLocalRay:
         assert third.trained == [gone.run_id] and len(third.reused) == 3
 
     def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(self, ray_local, tmp_path):
-        plan = make_sweep("0,55", ["template"], ["stride"], 2, epochs=1, overrides={"lr": ["1e6", "0.005"]})
-        r = run_sweep(plan, tmp_path, engine="ray", progress=False)
+        from cifarlab.sweep import sweep   # the one-call API a notebook uses
+        r = sweep("0,55", ["template"], ["stride"], 2, 1, overrides={"lr": ["1e6", "0.005"]}, out=tmp_path,
+                  engine="ray", progress=False)
         assert len(r.trained) == 4 and not r.failed and len(r.diverged) == 2
         assert {rec.config.lr for rec in r.diverged} == {1e6}
         assert all(load_record(rec.path).diverged for rec in r.diverged)
@@ -468,6 +481,8 @@ def test_cluster_cli_survives_a_worker_killed_mid_run(cluster, tmp_path):
     finished = _check_cluster_sweep(cli, out, rc)
     assert not any(f"pid {victim} " in line for line in finished), "the killed worker's run was not retried"
     assert re.search(r"retries remaining, so the task will be retried", cli.text()), cli.text()   # Ray says so
+    # the killed run's temporary folder on the worker's disk was cleaned up by the runs after it
+    assert not list(Path(tempfile.gettempdir()).glob(f"cifarlab-run-{victim}-*"))
 
 
 def test_cluster_cli_survives_a_node_removed_mid_sweep(cluster, tmp_path):
