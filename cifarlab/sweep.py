@@ -43,6 +43,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -321,6 +322,13 @@ class LocalEngine:
         pass
 
 
+def _preload() -> None:
+    try:
+        from . import data  # noqa: F401  (torch, numpy)
+    except Exception:   # an import error shows where the import really happens
+        pass
+
+
 def _is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":
@@ -428,6 +436,10 @@ class RayEngine:
             self.how = "the Ray runtime already initialized in this process"
         else:
             kw = dict(include_dashboard=False, configure_logging=True, logging_level="warning")
+            # While Ray starts (seconds, mostly waiting for its processes), import what the driver needs
+            # next - torch for the data - instead of after.
+            preload = threading.Thread(target=_preload, name="cifarlab-preload", daemon=True)
+            preload.start()
             try:
                 if self.address:
                     ray.init(address=self.address, **kw)
@@ -438,6 +450,8 @@ class RayEngine:
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise SweepError(f"could not join Ray at {self.address or 'a new local instance'}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            finally:
+                preload.join()
             self.owned = True
         self.start_seconds = time.perf_counter() - t0
         try:

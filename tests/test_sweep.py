@@ -518,5 +518,6 @@ def test_benchmark_dry_run_prints_its_last_line(tmp_path):
     assert re.fullmatch(r"sweep throughput ray vs local: \d+\.\d\dx \(\d+\.\d vs \d+\.\d runs/min, 2 runs, "
                         r"2 workers\)", lines[-1]), lines[-1]
     assert lines[-2].startswith("machine: ") and " cores" in lines[-2]
-    assert re.search(r"^single run: local \d+\.\d s, ray \d+\.\d s: ray vs local \d+\.\d\dx", p.stdout, re.M)
+    assert re.search(r"^2 runs, warm: local \d+\.\d s \(.*\), ray \d+\.\d s \(.*\): ray vs local \d+\.\d\dx",
+                     p.stdout, re.M)
     assert "engine ray: a local Ray on 127.0.0.1" in p.stdout and "engine local:" in p.stdout
