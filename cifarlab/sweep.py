@@ -109,7 +109,7 @@ def _subsets(classes) -> list:
     return classes
 
 
-def _names(values, what: str, option: str) -> list[str]:
+def _names(values) -> list[str]:
     """``["improved template"]``, ``"stride,max"`` or a list -> names, each once, in order."""
     if values is None:
         return []
@@ -148,8 +148,8 @@ def make_sweep(classes=None, models=("improved", "template"), poolings=POOLINGS,
     preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
     other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
     subsets = _subsets(classes)
-    models = _names(models, "model", "--models")
-    poolings = _names(poolings, "pooling", "--poolings")
+    models = _names(models)
+    poolings = _names(poolings)
     unknown = [m for m in models if m not in PRESETS]
     if unknown:
         raise SweepError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(sorted(PRESETS))}")
@@ -582,15 +582,18 @@ class SweepResult:
     def comparisons(self) -> list:
         """One :class:`cifarlab.comparison.Comparison` per experiment of the sweep (all its records in
         ``out``), or the reason it has none (a string)."""
-        from .comparison import ComparisonError, compare
+        from .comparison import compare
         out = []
         for exp_id, cfgs in self.sweep.experiments().items():
             if all(c.dry_run for c in cfgs):
                 out.append(f"{cfgs[0].experiment_name}: dry-run records are not compared")
                 continue
+            if not any(c.run_id in self.records for c in cfgs):
+                out.append(f"{cfgs[0].experiment_name}: no records, nothing to compare")
+                continue
             try:
                 out.append(compare(self.out, exp_id))
-            except ComparisonError as e:
+            except CifarlabError as e:
                 out.append(f"{cfgs[0].experiment_name}: {e}")
         return out
 

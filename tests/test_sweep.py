@@ -386,6 +386,53 @@ class TestLocalRay:
         assert text.count("diverged, not compared") == 2 and "=== apple-otter ===" in text
 
 
+    def test_retries_are_bounded_and_a_run_without_a_record_is_listed(self, ray_local, tmp_path):
+        """retries=0: a worker killed mid-run is not retried; its run is listed as failed, the other
+        run of the sweep completes, and nothing half-written is left."""
+        plan = make_sweep("0,55", ["template"], ["max"], 2, epochs=40)
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", run_sweep(plan, tmp_path, engine="ray", retries=0,
+                                                                          cpus_per_run=1, progress=False)))
+        t.start()
+        victim, deadline = None, time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            running = [p for p in _descendants([os.getpid()]) if _cmdline(p).startswith("ray::cifarlab_run")]
+            if running:
+                time.sleep(0.5)
+                victim = running[0] if running[0] in _descendants([os.getpid()]) else None
+            time.sleep(0.05)
+        assert victim is not None, "no sweep task seen running"
+        os.kill(victim, signal.SIGKILL)
+        t.join(180)
+        r = box["r"]
+        assert len(r.failed) == 1 and len(r.trained) == 1, (r.failed, r.trained)
+        (why,) = r.failed.values()
+        assert "after 1 attempt(s)" in why, why
+        assert len(_complete_records(tmp_path)) == 1
+        _no_staging_left(tmp_path)
+        assert "FAILED, no record" in r.report()
+
+    def test_a_run_that_raises_in_its_worker_is_listed_and_the_sweep_goes_on(self, ray_local, tmp_path):
+        not_a_folder = tmp_path / "file"
+        not_a_folder.write_text("x")
+        plan = make_sweep("0,55", ["template"], ["stride"], 2, epochs=1)
+        r = run_sweep(plan, tmp_path / "out", engine="ray", worker_data_dir=not_a_folder, progress=False)
+        assert len(r.failed) == 2 and not r.trained
+        assert all(w.startswith("DataDirError: ") and "is a file, not a folder" in w for w in r.failed.values())
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+    def test_cli_exits_1_when_runs_end_without_a_record(self, ray_local, tmp_path, capsys):
+        not_a_folder = tmp_path / "file"
+        not_a_folder.write_text("x")
+        rc = main(["sweep", "--classes", "0,55", "--models", "template", "--poolings", "stride", "--seeds", "1",
+                   "--epochs", "1", "--engine", "ray", "--worker-data-dir", str(not_a_folder), "--out",
+                   str(tmp_path / "out"), "--no-bar"])
+        cap = capsys.readouterr()
+        assert rc == 1, cap.err
+        assert "[1/1] template/stride seed 0 on apple-otter: FAILED, no record - DataDirError" in cap.out
+        assert cap.err.strip().splitlines()[-1].startswith("cifarlab: error: 1 run(s) ended without a record")
+
+
 # --- the command line starting its own Ray; Ctrl-C ----------------------------------------------------
 def test_cli_local_ray_listens_on_loopback_only_and_ctrl_c_keeps_finished_records(tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="clray-", dir=RAY_TMP))
