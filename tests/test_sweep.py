@@ -341,9 +341,18 @@ class TestLocalRay:
         # dry-run-sized: two epochs of the template net on two subsets of the shipped sample
         return make_sweep(["0,55", "55,58"], ["template"], ["stride", "max"], 1, epochs=2)
 
-    def test_ray_records_equal_the_local_engines_and_resume_skips_them(self, ray_local, plan, tmp_path):
+    def test_ray_records_equal_the_local_engines_and_resume_skips_them(self, ray_local, plan, tmp_path, monkeypatch):
+        import cifarlab.data
+        from cifarlab.sweep import RayEngine
         local = run_sweep(plan, tmp_path / "local", engine="local", cpus_per_run=1, progress=False)
+        loads, puts = [], []
+        load, put = cifarlab.data.subset_for, RayEngine.put
+        monkeypatch.setattr(cifarlab.data, "subset_for", lambda cfg, *a, **k: loads.append(cfg.classes) or
+                            load(cfg, *a, **k))
+        monkeypatch.setattr(RayEngine, "put", lambda self, subset: puts.append(subset.classes.ids) or put(self, subset))
         ray_run = run_sweep(plan, tmp_path / "ray", engine="ray", cpus_per_run=1, progress=False)
+        # each class subset loaded once by the driver and put in the object store once, for both its runs
+        assert loads == puts == [(0, 55), (55, 58)]
         assert ray_local.is_initialized()                       # not ours to shut down
         assert ray_run.engine == "ray" and ray_run.workers == 2 and not ray_run.failed
         assert len(ray_run.trained) == len(plan) == 4 and len(local.trained) == 4
