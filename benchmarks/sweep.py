@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         if engine == "local":
             timed(warmup, out / "warmup", "local")
             return timed(plan_, out / "sweep", "local")
-        ray.init(num_cpus=cores, include_dashboard=False, logging_level="warning")
+        ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level="warning")
         try:   # an earlier sweep leaves `at_once` warm workers
             timed(warmup, out / "warmup", "ray", cpus_per_run=max(1, cores // at_once), **ray_kw)
             return timed(plan_, out / "sweep", "ray", **ray_kw)

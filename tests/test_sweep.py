@@ -331,7 +331,7 @@ class TestLocalRay:
     @classmethod
     def ray_local(cls):
         import ray
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         yield ray
         ray.shutdown()
 
@@ -567,8 +567,9 @@ def test_cluster_cli_survives_a_node_removed_mid_sweep(cluster, tmp_path):
 
 # --- the benchmark, in dry-run mode -------------------------------------------------------------------
 def test_benchmark_dry_run_prints_its_last_line(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="b-", dir=RAY_TMP)    # its own Ray sessions, whatever else runs
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--dry-run"], cwd=tmp_path,
-                       env=_env(RAY_TMPDIR=RAY_TMP), capture_output=True, text=True, timeout=300)
+                       env=_env(RAY_TMPDIR=ray_tmp), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     assert re.fullmatch(r"sweep throughput ray vs local: \d+\.\d\dx \(\d+\.\d vs \d+\.\d runs/min, 2 runs, "
