@@ -14,7 +14,7 @@ Engines:
 * ``local`` (the default): one run after another in this process; no Ray needed. ``cpus_per_run``
   sets torch's thread count (default: torch's own, one per core).
 * ``ray``: every run is a Ray task. With no address (and no ``$RAY_ADDRESS``) a local Ray is started,
-  sized to this machine and listening on 127.0.0.1 only (the two environment variables in
+  sized to this machine and listening on 127.0.0.1 only (the environment variables in
   :data:`LOOPBACK_ENV` are set before Ray is imported: Ray would otherwise bind the machine's network
   address); with ``address`` / ``$RAY_ADDRESS`` the sweep joins that cluster. A Ray runtime already
   initialized in this process (``ray.init(...)`` in a notebook) is used as it is and left running.
@@ -254,10 +254,6 @@ def publish_record(out, cfg: RunConfig, payload: dict):
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
     out = Path(out)
     target = record_path(out, cfg)
-    if payload["status"] != "ok":
-        existing = find_record(out, cfg)
-        if existing is not None and existing.ok:
-            target = target.with_name(target.name + DIVERGED_SUFFIX)
     check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
     tmp = staging_dir(out, target.name)
     try:
@@ -267,6 +263,11 @@ def publish_record(out, cfg: RunConfig, payload: dict):
         if staged.config.identity() != cfg.identity():
             raise RecordError(f"the worker sent back a record of another run than {cfg.run_name}; nothing was "
                               f"written")
+        if not staged.ok:
+            existing = find_record(out, cfg)
+            if existing is not None and existing.ok:
+                target = target.with_name(target.name + DIVERGED_SUFFIX)
+                check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
         publish_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -474,6 +474,21 @@ def test_cli_local_ray_listens_on_loopback_only_and_ctrl_c_keeps_finished_record
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+# --- the benchmark, in dry-run mode -------------------------------------------------------------------
+def test_benchmark_dry_run_prints_its_last_line(tmp_path):
+    ray_tmp = tempfile.mkdtemp(prefix="b-", dir=RAY_TMP)    # its own Ray sessions, whatever else runs
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--dry-run"], cwd=tmp_path,
+                       env=_env(RAY_TMPDIR=ray_tmp), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert re.fullmatch(r"sweep throughput ray vs local: \d+\.\d\dx \(\d+\.\d vs \d+\.\d runs/min, 2 runs, "
+                        r"2 workers\)", lines[-1]), lines[-1]
+    assert lines[-2].startswith("machine: ") and " cores" in lines[-2]
+    assert re.search(r"^2 runs, warm: local \d+\.\d s \(.*\), ray \d+\.\d s \(.*\): ray vs local \d+\.\d\dx",
+                     p.stdout, re.M)
+    assert "engine ray: a local Ray on 127.0.0.1" in p.stdout and "engine local:" in p.stdout
+
+
 # --- a real two-node cluster on loopback -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
@@ -563,18 +578,3 @@ def test_cluster_cli_survives_a_node_removed_mid_sweep(cluster, tmp_path):
     assert re.search(r"retries remaining, so the task will be retried", cli.text()), cli.text()
     # what finished after the node went finished on the head
     assert all(f"node {head_id[:8]}" in line for line in finished[done_before + 1:]), cli.text()
-
-
-# --- the benchmark, in dry-run mode -------------------------------------------------------------------
-def test_benchmark_dry_run_prints_its_last_line(tmp_path):
-    ray_tmp = tempfile.mkdtemp(prefix="b-", dir=RAY_TMP)    # its own Ray sessions, whatever else runs
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--dry-run"], cwd=tmp_path,
-                       env=_env(RAY_TMPDIR=ray_tmp), capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    lines = p.stdout.strip().splitlines()
-    assert re.fullmatch(r"sweep throughput ray vs local: \d+\.\d\dx \(\d+\.\d vs \d+\.\d runs/min, 2 runs, "
-                        r"2 workers\)", lines[-1]), lines[-1]
-    assert lines[-2].startswith("machine: ") and " cores" in lines[-2]
-    assert re.search(r"^2 runs, warm: local \d+\.\d s \(.*\), ray \d+\.\d s \(.*\): ray vs local \d+\.\d\dx",
-                     p.stdout, re.M)
-    assert "engine ray: a local Ray on 127.0.0.1" in p.stdout and "engine local:" in p.stdout
