@@ -20,13 +20,16 @@ DATA_DIR        ?=
 
 # make sweep parameters (MODELS, POOLINGS, SEEDS, EPOCHS, TEMPLATE_EPOCHS, DATA_DIR as above), e.g.
 #   make sweep SUBSETS="0,55,58 vehicles_1" ENGINE=ray SEEDS=3
-SUBSETS         ?=               # class subsets, space-separated, each comma-separated (default: CLASSES as one)
-ENGINE          ?= local         # local (one run at a time) or ray (a local Ray, or the cluster at ADDRESS)
-ADDRESS         ?=               # Ray cluster HOST:PORT (default $$RAY_ADDRESS)
+# SUBSETS: class subsets, space-separated, each comma-separated (default: CLASSES as one subset);
+# ENGINE: local (one run at a time) or ray (a local Ray on 127.0.0.1, or the cluster at ADDRESS);
+# ADDRESS: a Ray cluster's HOST:PORT (default $RAY_ADDRESS); FORCE non-empty: retrain recorded runs.
+SUBSETS         ?=
+ENGINE          ?= local
+ADDRESS         ?=
 CPUS_PER_RUN    ?=
 GPUS_PER_RUN    ?=
 SWEEP_OUT       ?= $(OUT)/sweep
-FORCE           ?=               # non-empty: retrain runs whose records exist
+FORCE           ?=
 
 comma := ,
 empty :=
