@@ -20,7 +20,24 @@ TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
 FORCE           ?=
 
-.PHONY: setup test run-all bench web web-deps clean distclean lab user-kernel notebooks nbfilter
+# make sweep parameters (MODELS, POOLINGS, SEEDS, EPOCHS, TEMPLATE_EPOCHS, DATA_DIR, FORCE as above), e.g.
+#   make sweep SUBSETS="0,55,58 vehicles_1" ENGINE=ray SEEDS=3
+# SUBSETS: class subsets, space-separated, each comma-separated (default: CLASSES as one subset);
+# ENGINE: local (one run at a time) or ray (a local Ray on 127.0.0.1, or the cluster at ADDRESS);
+# ADDRESS: a Ray cluster's HOST:PORT (default $RAY_ADDRESS).
+SUBSETS         ?=
+ENGINE          ?= local
+ADDRESS         ?=
+CPUS_PER_RUN    ?=
+GPUS_PER_RUN    ?=
+SWEEP_OUT       ?= $(OUT)/sweep
+
+comma := ,
+empty :=
+space := $(empty) $(empty)
+SWEEP_SUBSETS = $(or $(strip $(SUBSETS)),$(subst $(space),$(comma),$(strip $(CLASSES))))
+
+.PHONY: setup test run-all sweep bench web web-deps clean distclean lab user-kernel notebooks nbfilter
 
 setup: $(VENV)/.installed
 
@@ -70,6 +87,14 @@ run-all: setup
 		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(FORCE),--force)
+
+sweep: setup
+	$(PY) -m cifarlab sweep $(foreach s,$(SWEEP_SUBSETS),--classes "$(s)") --models $(MODELS) --poolings $(POOLINGS) \
+		--seeds $(SEEDS) --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
+		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		$(if $(strip $(ADDRESS)),--address $(strip $(ADDRESS))) $(if $(strip $(CPUS_PER_RUN)),--cpus-per-run $(CPUS_PER_RUN)) \
+		$(if $(strip $(GPUS_PER_RUN)),--gpus-per-run $(GPUS_PER_RUN)) $(if $(strip $(FORCE)),--force) \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 bench: setup
 	$(PY) benchmarks/speed.py

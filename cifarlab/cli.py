@@ -6,6 +6,8 @@
     python -m cifarlab compare --runs runs --best best  # table, choice, best/ with ONNX
     python -m cifarlab compare --runs runs --experiment vehicles_1   # when runs/ holds several experiments
     python -m cifarlab classes                          # the 100 classes by superclass
+    python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \
+        --poolings stride max avg --seeds 3 --engine ray --out sweeps/x   # many runs, locally or on Ray
 
 Every RunConfig field is an option of ``train`` (``--lr``, ``--batch-size``, ``--augment`` ...).
 A run whose complete record already exists is reused, not retrained (``--force`` retrains it).
@@ -65,6 +67,31 @@ def _compare(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .sweep import SweepError, make_sweep, run_sweep
+
+    overrides: dict = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key or not value.strip():
+            raise SweepError(f"--set {item!r}: give KEY=VALUE, or KEY=V1,V2 for one run per value (e.g. --set lr=0.05)")
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        overrides[key] = values if len(values) > 1 else values[0]
+    plan = make_sweep(args.classes, args.models, args.poolings, args.seeds, args.epochs, args.template_epochs,
+                      overrides, args.dry_run, args.device)   # every config checked before anything loads
+    result = run_sweep(plan, args.out, engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,
+                       gpus_per_run=args.gpus_per_run, retries=args.retries, force=args.force,
+                       data_dir=args.data_dir, worker_data_dir=args.worker_data_dir, progress=not args.no_bar)
+    print()
+    print(result.report(), flush=True)
+    if result.failed:
+        print(f"cifarlab: error: {len(result.failed)} run(s) ended without a record (listed above); run the same "
+              f"command again to retry them - finished records are kept", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _classes(args) -> int:
     from .classes import describe_catalogue
     print(describe_catalogue())
@@ -91,6 +118,41 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "best folder; anything else is refused)")
     c.add_argument("--data-dir", default=None)
     c.set_defaults(func=_compare)
+    s = sub.add_parser("sweep", help="many runs (class subsets x models x poolings x seeds), locally or on Ray; "
+                                     "then one comparison per class subset and a table across them")
+    s.add_argument("--classes", action="append", default=None, metavar="CLASSES",
+                   help="one class subset: ids, names or a superclass, comma-separated; repeat the option for each "
+                        "subset (default 0,55,58)")
+    s.add_argument("--models", nargs="+", default=["improved", "template"], metavar="MODEL",
+                   help="presets: improved, template (default both)")
+    s.add_argument("--poolings", nargs="+", default=["stride", "max", "avg"], metavar="POOLING",
+                   help="tactics: stride, max, avg (default all three)")
+    s.add_argument("--seeds", type=int, default=2, help="seeds per configuration, 0..N-1 (default 2)")
+    s.add_argument("--epochs", default=None, help="epochs for every run (default: each preset's)")
+    s.add_argument("--template-epochs", default=None, help="epochs for template runs when --epochs is not given")
+    s.add_argument("--set", action="append", default=None, metavar="KEY=VALUE[,VALUE...]",
+                   help="a recipe override for every run (--set lr=0.05); several values make one run per value")
+    s.add_argument("--dry-run", action="store_true", help="two training steps a run (a smoke test; not compared)")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default auto)")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: one run after another in this process (default); ray: Ray tasks, on a local Ray "
+                        "(127.0.0.1 only) or the cluster at --address / $RAY_ADDRESS")
+    s.add_argument("--address", default=None, help="Ray cluster to join, HOST:PORT of its head (default $RAY_ADDRESS; "
+                                                   "none: start a local Ray)")
+    s.add_argument("--cpus-per-run", type=float, default=None,
+                   help="CPUs (= torch threads) per run (ray default: the CPUs shared out among the runs, at least 1; "
+                        "local default: torch's own)")
+    s.add_argument("--gpus-per-run", type=float, default=None,
+                   help="share of a GPU per run on a cluster with GPUs (default 0.25: four runs per GPU)")
+    s.add_argument("--retries", type=int, default=2, help="retries of a run whose worker dies (default 2)")
+    s.add_argument("--out", default="sweep", help="folder for the run records (default sweep)")
+    s.add_argument("--data-dir", default=None, help="CIFAR-100 folder of this machine (the driver loads every class "
+                                                    "subset once and sends it to the workers)")
+    s.add_argument("--worker-data-dir", default=None,
+                   help="ray: workers load the classes from this folder on their own disk instead")
+    s.add_argument("--force", action="store_true", help="retrain runs whose records exist (default: skip them)")
+    s.add_argument("--no-bar", action="store_true", help="no progress bar (a line per finished run still)")
+    s.set_defaults(func=_sweep)
     k = sub.add_parser("classes", help="list the 100 classes by superclass")
     k.set_defaults(func=_classes)
     return ap

@@ -1,0 +1,808 @@
+"""Sweeps: many runs - class subsets x models x poolings x seeds (x recipe overrides) - on this
+machine or on a Ray cluster, each one the same :func:`cifarlab.experiment.run` the notebooks call,
+each leaving the same run record.
+
+    from cifarlab.sweep import sweep
+    result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
+    print(result.report())          # one comparison per class subset, and a table across them
+
+    python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \\
+        --poolings stride max avg --seeds 3 --engine ray --out sweeps/x
+
+Engines:
+
+* ``local`` (the default): one run after another in this process; no Ray needed. ``cpus_per_run``
+  sets torch's thread count (default: torch's own, one per core).
+* ``ray``: every run is a Ray task. With no address (and no ``$RAY_ADDRESS``) a local Ray is started,
+  sized to this machine and listening on 127.0.0.1 only (the environment variables in
+  :data:`LOOPBACK_ENV` are set before Ray is imported: Ray would otherwise bind the machine's network
+  address); with ``address`` / ``$RAY_ADDRESS`` the sweep joins that cluster. A Ray runtime already
+  initialized in this process (``ray.init(...)`` in a notebook) is used as it is and left running.
+  Each task asks for ``cpus_per_run`` CPUs (default: this machine's or cluster's CPUs shared out
+  among the runs, at least 1) and sets torch's thread count to that share; on a cluster with GPUs,
+  ``gpus_per_run`` of a GPU (default 0.25: four small runs share one GPU).
+
+What crosses the network, so that workers need not share the driver's disk: the driver loads each
+class subset once and puts it in Ray's object store (every task of that subset gets the same
+object; a worker can instead load from its own disk: ``worker_data_dir``); the worker trains with
+``run()`` into a temporary folder of its own and sends the record's files back; the driver writes
+them into ``out`` atomically (a staging folder, checked with the records' own checks, renamed into
+place) - so a worker killed mid-run never leaves a half record, and Ray retries it (``retries``).
+
+Resume: runs whose record (same identity) is already in ``out`` are skipped before anything is
+submitted (``force`` retrains them). A diverged run is recorded as diverged and the sweep goes on.
+Ctrl-C cancels what is still queued or running and keeps every record already written.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import PRESETS, POOLINGS, RunConfig, notebook_config
+from .errors import CifarlabError
+
+ENGINES = ("local", "ray")
+DEFAULT_RETRIES = 2           # a run whose worker dies is tried at most 1 + this many times
+DEFAULT_GPU_SHARE = 0.25      # on a cluster with GPUs, four small runs share one GPU
+# Set before Ray is imported for a local Ray (or a cluster on 127.0.0.1): every Ray process then
+# binds and connects on 127.0.0.1 only, and no token file is written to ~/.ray.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+                "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_INSTALL_HINT = "pip install 'cifarlab[ray]' (or: pip install ray)"
+# What a sweep sets by its own options, so never through overrides.
+_OWN_FIELDS = {"classes": "--classes", "model": "--models", "pooling": "--poolings", "seed": "--seeds",
+               "epochs": "--epochs", "dry_run": "--dry-run", "device": "--device"}
+
+
+class SweepError(CifarlabError, ValueError):
+    """The sweep cannot start as asked (a bad spec, engine, address or resource); nothing was trained."""
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sweep:
+    """The runs of a sweep, every config checked: the product of class subsets x models x override
+    variants x poolings x seeds, in that order, without duplicates."""
+
+    configs: tuple[RunConfig, ...]
+
+    def experiments(self) -> dict[str, list[RunConfig]]:
+        """experiment_id -> its configs, in plan order (one experiment per class subset and split)."""
+        out: dict[str, list[RunConfig]] = {}
+        for c in self.configs:
+            out.setdefault(c.experiment_id, []).append(c)
+        return out
+
+    def describe(self) -> str:
+        exps = self.experiments()
+        names = ", ".join(cs[0].experiment_name for cs in exps.values())
+        models = ", ".join(dict.fromkeys(c.model for c in self.configs))
+        pools = ", ".join(dict.fromkeys(c.pooling for c in self.configs))
+        seeds = len({c.seed for c in self.configs})
+        return (f"{len(self.configs)} runs: {len(exps)} experiment{'s' if len(exps) > 1 else ''} ({names}) x "
+                f"{models} x {pools} x {seeds} seed{'s' if seeds > 1 else ''}")
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+
+def _subsets(classes) -> list:
+    """A list of class subsets. A string, or a list of ids only, is one subset."""
+    if classes is None:
+        return ["0,55,58"]
+    if isinstance(classes, str) or not hasattr(classes, "__iter__"):
+        return [classes]
+    classes = list(classes)
+    if classes and all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return [tuple(classes)]
+    return classes
+
+
+def _names(values) -> list[str]:
+    """``["improved template"]``, ``"stride,max"`` or a list -> names, each once, in order."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        for name in re.split(r"[,\s]+", str(v).strip().lower()):
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
+def _variants(overrides) -> list[dict]:
+    """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key in _OWN_FIELDS:
+            raise SweepError(f"set {key} with {_OWN_FIELDS[key]}, not as a recipe override")
+    keys = list(overrides)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in overrides.values()]
+    for k, v in zip(keys, values):
+        if not v:
+            raise SweepError(f"the override {k} has no value: the sweep would be empty")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def make_sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
+               template_epochs=None, overrides=None, dry_run: bool = False, device=None) -> Sweep:
+    """Check a sweep spec and expand it into its runs' configs; a bad spec is one :class:`SweepError`
+    (or ConfigError) naming what is wrong, before any data is loaded.
+
+    ``classes``: a list of class subsets, each ids, names or a superclass (``["0,55,58", "vehicles_1"]``);
+    a single string or a tuple of ids is one subset. ``models``: presets (``improved``, ``template``).
+    ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default: each
+    preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
+    other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
+    subsets = _subsets(classes)
+    models = _names(models)
+    poolings = _names(poolings)
+    unknown = [m for m in models if m not in PRESETS]
+    if unknown:
+        raise SweepError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(sorted(PRESETS))}")
+    unknown = [p for p in poolings if p not in POOLINGS]
+    if unknown:
+        raise SweepError(f"unknown pooling(s) {', '.join(unknown)}: choose from {', '.join(POOLINGS)}")
+    if isinstance(seeds, bool):
+        raise SweepError(f"seeds={seeds!r}: give a count (seeds 0..N-1) or a list of seeds")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SweepError(f"--seeds {seeds}: the sweep would be empty; give at least 1 seed")
+        seeds = list(range(seeds))
+    seeds = list(dict.fromkeys(seeds))
+    empty = [what for what, v in (("--classes", subsets), ("--models", models), ("--poolings", poolings),
+                                  ("--seeds", seeds)) if not v]
+    if empty:
+        raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: the sweep would be "
+                         f"empty (it is the product of class subsets x models x poolings x seeds)")
+    variants = _variants(overrides)
+    configs: dict[str, RunConfig] = {}
+    for subset in subsets:
+        for model in models:
+            ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
+            for variant in variants:
+                for pooling in poolings:
+                    for seed in seeds:
+                        cfg = notebook_config(model, subset, pooling, seed, ep, variant,
+                                              dry_run=True if dry_run else None, device=device)
+                        configs.setdefault(cfg.run_id, cfg)
+    return Sweep(tuple(configs.values()))
+
+
+# --- one run, wherever it runs -----------------------------------------------------------------------
+WORK_PREFIX = "cifarlab-run-"
+
+
+def _remove_stale_work(root=None) -> None:
+    """Remove the temporary folders of runs whose process is gone (a worker killed mid-run cannot
+    remove its own): ``cifarlab-run-<pid>-*`` whose pid no longer exists."""
+    root = Path(root or tempfile.gettempdir())
+    for d in root.glob(f"{WORK_PREFIX}*-*"):
+        pid = d.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None = None) -> dict:
+    """Train ``cfg`` with :func:`cifarlab.experiment.run` into a fresh temporary folder (the worker's
+    own disk) and return the record's files as bytes, with where and how it ran. A diverged run comes
+    back as its diverged record. The temporary folder is removed whatever happens."""
+    import torch
+
+    from .engine import TrainingDiverged
+    from .experiment import run
+    from .records import record_path
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    if Path("/proc/self").exists():
+        _remove_stale_work()
+    tmp = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-")
+    try:
+        status, error = "ok", None
+        try:
+            path = run(cfg, out=tmp, subset=subset, data_dir=data_dir, live="none", force=True).path
+        except TrainingDiverged as e:
+            status, error, path = "diverged", str(e).split(" Its record:")[0], record_path(tmp, cfg)
+        files = {p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"run_id": cfg.run_id, "status": status, "error": error, "files": files,
+            "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
+            "threads": torch.get_num_threads()}
+
+
+def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int) -> dict:
+    """The Ray task (its workers show as ``ray::cifarlab_run`` in ps): :func:`execute_run` on a worker."""
+    payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads)
+    try:
+        import ray
+        payload["node"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray
+        pass
+    return payload
+
+
+def publish_record(out, cfg: RunConfig, payload: dict):
+    """Write a record that came back from a worker into ``out``, atomically, and return it as read back.
+
+    The files are written to a staging folder and read back with the records' own checks (complete,
+    config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
+    beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
+    from .files import check_replaceable, publish_dir, staging_dir
+    from .records import (DIVERGED_SUFFIX, RECORD_FILES, RECORD_MARKER, RecordError, find_record, load_record,
+                          record_path)
+
+    files = payload["files"]
+    foreign = sorted(n for n in files if n not in RECORD_FILES)
+    if foreign or RECORD_MARKER not in files:
+        raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
+                          f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
+    out = Path(out)
+    target = record_path(out, cfg)
+    check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+    tmp = staging_dir(out, target.name)
+    try:
+        for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
+            (tmp / name).write_bytes(files[name])
+        staged = load_record(tmp)
+        if staged.config.identity() != cfg.identity():
+            raise RecordError(f"the worker sent back a record of another run than {cfg.run_name}; nothing was "
+                              f"written")
+        if not staged.ok:
+            existing = find_record(out, cfg)
+            if existing is not None and existing.ok:
+                target = target.with_name(target.name + DIVERGED_SUFFIX)
+                check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+        publish_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_record(target)
+
+
+# --- engines -------------------------------------------------------------------------------------------
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class LocalEngine:
+    """One run after another in this process."""
+
+    name = "local"
+
+    def __init__(self, cpus_per_run=None, log=print):
+        self.threads = None if cpus_per_run is None else max(1, int(cpus_per_run))
+        self.workers = 1
+        self.log = log
+
+    def describe(self) -> str:
+        import torch
+        return (f"engine local: one run at a time in this process, {self.threads or torch.get_num_threads()} "
+                f"torch thread(s)")
+
+    def start(self, configs) -> None:
+        pass
+
+    def put(self, subset):
+        return subset
+
+    def execute(self, jobs, on_result):
+        """``jobs``: [(cfg, subset, data_dir)]; ``on_result(cfg, payload_or_None, error_or_None)``."""
+        import torch
+        before = torch.get_num_threads()
+        try:
+            for cfg, subset, data_dir in jobs:
+                try:
+                    payload = execute_run(cfg, subset, data_dir, self.threads)
+                except Exception as e:   # a run that raised: no record; the sweep goes on
+                    on_result(cfg, None, f"{type(e).__name__}: {e}")
+                    continue
+                on_result(cfg, payload, None)
+        finally:
+            torch.set_num_threads(before)
+
+    def stop(self) -> None:
+        pass
+
+
+def _preload() -> None:
+    try:
+        from . import data  # noqa: F401  (torch, numpy)
+    except Exception:   # an import error shows where the import really happens
+        pass
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        import ipaddress
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_address(address: str, option: str) -> tuple[str, int] | None:
+    """``host:port`` (or ``ray://host:port``) -> (host, port); ``auto`` -> None; else a SweepError."""
+    if address == "auto":
+        return None
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})", hostport)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise SweepError(f"{option} {address!r} is not a Ray cluster address: give HOST:PORT of its head node "
+                         f"(e.g. 10.0.0.5:6379, what `ray start --head` prints), or 'auto'")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def check_reachable(address: str, option: str = "--address", timeout: float = 3.0) -> None:
+    """Fail fast when nothing listens at ``address``: Ray itself retries for about 14 minutes."""
+    hp = _split_address(address, option)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise SweepError(f"no Ray cluster answers at {address} ({option}): {why}. Start its head node "
+                         f"(ray start --head) or fix the address; without an address, --engine ray starts a "
+                         f"local Ray on this machine") from None
+
+
+def import_ray(loopback: bool):
+    """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
+    if sys.modules.get("ray") is not None:
+        import ray
+        from ray._private import ray_constants
+        wide = getattr(ray_constants, "ENABLE_RAY_CLUSTER", not loopback)
+        if not ray.is_initialized() and wide == loopback:
+            raise SweepError(
+                "Ray was imported in this process before cifarlab could make it listen on 127.0.0.1 only, so a "
+                "local Ray would open ports on this machine's network address. Restart (the kernel) and run the "
+                "sweep before importing ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing it"
+                if loopback else
+                "Ray was set up in this process for a local (127.0.0.1-only) Ray, which cannot join a cluster on "
+                "another machine; restart (the kernel) and run the cluster sweep first")
+    elif loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        for k, v in LOOPBACK_ENV.items():
+            os.environ.setdefault(k, v)
+    try:
+        import ray
+    except ImportError:
+        raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
+                         f"or use --engine local") from None
+    return ray
+
+
+class RayEngine:
+    """Runs as Ray tasks: a local Ray started here, a cluster joined by address, or the Ray runtime this
+    process already initialized."""
+
+    name = "ray"
+
+    def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES, log=print):
+        env_address = os.environ.get("RAY_ADDRESS") or None
+        self.address = address or env_address
+        self.option = "--address" if address else "$RAY_ADDRESS"
+        if self.address:
+            hp = _split_address(self.address, self.option)
+            self.loopback = hp is None or _is_loopback(hp[0])
+        else:
+            self.loopback = True
+        if cpus_per_run is not None and not cpus_per_run > 0:
+            raise SweepError(f"--cpus-per-run {cpus_per_run}: give a number > 0")
+        if gpus_per_run is not None and not (gpus_per_run >= 0 and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())):
+            raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
+        if retries < 0:
+            raise SweepError(f"--retries {retries}: give 0 or more")
+        self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
+        self.log = log
+        self.ray = None
+        self.owned = False          # whether this sweep called ray.init (and so calls ray.shutdown)
+        self.workers = 0
+        self.how = ""
+        self._pending = []
+
+    # -- start / connect -------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Before any data is loaded: Ray importable, the address well-formed and answering."""
+        self.ray = import_ray(self.loopback)
+        if self.address and not self.ray.is_initialized():
+            check_reachable(self.address, self.option)
+
+    def start(self, configs) -> None:
+        ray = self.ray or import_ray(self.loopback)
+        self.ray = ray
+        t0 = time.perf_counter()
+        if ray.is_initialized():
+            self.how = "the Ray runtime already initialized in this process"
+        else:
+            kw = dict(include_dashboard=False, configure_logging=True, logging_level="warning")
+            # While Ray starts (seconds, mostly waiting for its processes), import what the driver needs
+            # next - torch for the data - instead of after.
+            preload = threading.Thread(target=_preload, name="cifarlab-preload", daemon=True)
+            preload.start()
+            try:
+                if self.address:
+                    ray.init(address=self.address, **kw)
+                    self.how = f"the Ray cluster at {self.address}"
+                else:
+                    ray.init(address="local", num_cpus=_cores(), **kw)
+                    self.how = "a local Ray on 127.0.0.1"
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise SweepError(f"could not join Ray at {self.address or 'a new local instance'}: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            finally:
+                preload.join()
+            self.owned = True
+        self.start_seconds = time.perf_counter() - t0
+        try:
+            self._size(len(configs))
+            cuda = sorted({c.device for c in configs if c.device.startswith("cuda")})
+            if cuda and not self.gpus:
+                raise SweepError(f"--device {cuda[0]}, but the runs get no GPU ({self.how} has "
+                                 f"{self.resources.split(', ')[-1]}, --gpus-per-run {self.gpus:g}); use --device auto")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _size(self, n_runs: int) -> None:
+        nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
+        cpus = [r.get("CPU", 0.0) for r in nodes]
+        gpus = [r.get("GPU", 0.0) for r in nodes]
+        total_cpu, total_gpu = sum(cpus), sum(gpus)
+        if not total_cpu:
+            raise SweepError(f"{self.how} has no CPUs to run on")
+        gpr = self.gpus_per_run
+        if gpr is None:
+            gpr = DEFAULT_GPU_SHARE if total_gpu else 0.0
+        if gpr and gpr > max(gpus):
+            raise SweepError(f"--gpus-per-run {gpr:g}, but " + (f"no node of {self.how} has a GPU" if not total_gpu
+                             else f"its largest node has {max(gpus):g} GPU(s)"))
+        cpr = self.cpus_per_run
+        if cpr is None:   # share the CPUs out, at least one per run; GPU runs need one CPU to feed them
+            cpr = 1.0 if gpr else float(max(1, min(max(cpus), math.floor(total_cpu / max(1, n_runs)))))
+        if cpr > max(cpus):
+            raise SweepError(f"--cpus-per-run {cpr:g}, but the largest node of {self.how} has {max(cpus):g} CPUs: "
+                             f"no run could start")
+        self.cpus, self.gpus, self.threads = cpr, gpr, max(1, int(cpr))
+        slots = sum(min(math.floor(c / cpr + 1e-9), math.floor(g / gpr + 1e-9) if gpr else math.inf)
+                    for c, g in zip(cpus, gpus))
+        self.workers = int(max(1, min(slots, n_runs)))
+        self.resources = f"{len(nodes)} node(s), {total_cpu:g} CPUs, {total_gpu:g} GPUs"
+
+    def describe(self) -> str:
+        gpu = f", {self.gpus:g} GPU" if self.gpus else ""
+        return (f"engine ray: {self.how} ({self.resources}, ready in {self.start_seconds:.1f} s); {self.workers} run(s) at a time, each {self.cpus:g} "
+                f"CPU ({self.threads} torch thread{'s' if self.threads > 1 else ''}){gpu}, retried up to "
+                f"{self.retries} time(s) if its worker dies")
+
+    def put(self, subset):
+        return self.ray.put(subset)
+
+    # -- run -------------------------------------------------------------------------------------------
+    def execute(self, jobs, on_result):
+        ray = self.ray
+        task = ray.remote(cifarlab_run).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
+                                                retry_exceptions=False)
+        by_ref = {}
+        for cfg, subset, data_dir in jobs:
+            by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads)] = cfg
+        self._pending = list(by_ref)
+
+        def collect(ref):
+            cfg = by_ref.pop(ref)
+            try:
+                payload = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:     # the run raised inside the task
+                cause = getattr(e, "cause", None)
+                msg = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).splitlines()[-1]
+                on_result(cfg, None, msg)
+                return
+            except ray.exceptions.RayError as e:         # its worker or node died more often than retried
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                on_result(cfg, None, f"{type(e).__name__} after {1 + self.retries} attempt(s): {first}")
+                return
+            on_result(cfg, payload, None)
+
+        try:
+            while self._pending:
+                done, self._pending = ray.wait(self._pending, num_returns=1)
+                for ref in done:
+                    collect(ref)
+        except KeyboardInterrupt:
+            # keep what finished meanwhile, then cancel the rest (stop() shuts down a Ray we started)
+            done, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0) \
+                if self._pending else ([], [])
+            for ref in done:
+                collect(ref)
+            raise
+
+    def stop(self) -> None:
+        ray = self.ray
+        if ray is None:
+            return
+        for ref in self._pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        self._pending = []
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+            self.owned = False
+
+
+# --- results -----------------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    """What a sweep left: its records (trained now or reused), what diverged or failed, and the comparisons."""
+
+    out: Path
+    sweep: Sweep
+    engine: str
+    workers: int
+    records: dict = field(default_factory=dict)       # run_id -> Record (ok or diverged), plan order
+    trained: list = field(default_factory=list)       # run_ids trained by this call
+    reused: list = field(default_factory=list)        # run_ids whose records were already there
+    failed: dict = field(default_factory=dict)        # run_id -> why no record
+    runs: dict = field(default_factory=dict)          # run_id -> where/how it ran (host, pid, node, seconds)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def diverged(self) -> list:
+        return [r for r in self.records.values() if r.diverged]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.records) == len(self.sweep)
+
+    def runs_per_minute(self) -> float:
+        return 60 * len(self.trained) / self.seconds if self.seconds else float("nan")
+
+    def comparisons(self) -> list:
+        """One :class:`cifarlab.comparison.Comparison` per experiment of the sweep (all its records in
+        ``out``), or the reason it has none (a string)."""
+        from .comparison import compare
+        out = []
+        for exp_id, cfgs in self.sweep.experiments().items():
+            if all(c.dry_run for c in cfgs):
+                out.append(f"{cfgs[0].experiment_name}: dry-run records are not compared")
+                continue
+            if not any(c.run_id in self.records for c in cfgs):
+                out.append(f"{cfgs[0].experiment_name}: no records, nothing to compare")
+                continue
+            try:
+                out.append(compare(self.out, exp_id))
+            except CifarlabError as e:
+                out.append(f"{cfgs[0].experiment_name}: {e}")
+        return out
+
+    def header(self) -> str:
+        div = f", {len(self.diverged)} diverged" if self.diverged else ""
+        fail = f", {len(self.failed)} FAILED (no record)" if self.failed else ""
+        stop = " - interrupted" if self.interrupted else ""
+        rate = f" ({self.runs_per_minute():.1f} runs/min)" if self.trained else ""
+        return (f"sweep {self.sweep.describe()}{stop}\n{len(self.trained)} trained in {self.seconds:.1f} s{rate} "
+                f"on {self.engine} ({self.workers} at a time), {len(self.reused)} reused{div}{fail}; records in "
+                f"{self.out}")
+
+    def report(self, comparisons=None) -> str:
+        """Everything a person reads: per experiment its comparison, then the table across experiments."""
+        from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
+        comparisons = self.comparisons() if comparisons is None else comparisons
+        parts = [self.header()]
+        for cfg_id, why in self.failed.items():
+            cfg = next(c for c in self.sweep.configs if c.run_id == cfg_id)
+            parts.append(f"FAILED, no record: {cfg.title} on {cfg.experiment_name}: {why}")
+        if any(isinstance(c, Comparison) for c in comparisons):
+            parts.append("Rule: " + CHOICE_RULE + "\nPaired verdicts: " + PAIRED_METHOD)
+        for c in comparisons:
+            if isinstance(c, Comparison):
+                choice = c.choice.explanation if c.choice else c.no_choice
+                parts.append("\n".join([f"=== {c.experiment.name} ===", c.summary(), "", c.tables(), "",
+                                        "Choice: " + choice, "", "Paired test verdicts:", c.verdicts]))
+            else:
+                parts.append(f"=== {c}")
+        parts.append(summary_table(comparisons))
+        return "\n\n".join(parts)
+
+
+def summary_table(comparisons) -> str:
+    """Across experiments: per net, the tactic the choice rule picks (validation) in each experiment, and
+    its paired test-set verdict against each other tactic; then how often each tactic won."""
+    from .comparison import ComparisonError, Comparison, choose, verdict
+    comps = [c for c in comparisons if isinstance(c, Comparison)]
+    if not comps:
+        return "Across experiments: nothing to compare."
+    rows, wins = [], {}
+    for c in comps:
+        for model in dict.fromkeys(g.model for g in c.groups):
+            gs = [g for g in c.groups if g.model == model]
+            if len(gs) < 2:
+                continue
+            short = lambda g: g.label.split("/", 1)[1]
+            try:
+                winner = choose(gs).group
+            except ComparisonError:
+                rows.append([c.experiment.name, model, "(no validation split: no choice)", "", ""])
+                continue
+            vs, clear = [], True
+            for g in gs:
+                if g is winner:
+                    continue
+                p, _ = verdict(winner, g, "test")
+                clear &= p.distinguishable and p.diff > 0
+                vs.append(f"{short(g)} {p.diff:+.4f} [{p.lo:+.4f}, {p.hi:+.4f}]"
+                          f"{' distinguishable' if p.distinguishable else ' tied'}")
+            rows.append([c.experiment.name, model, short(winner), f"{winner.mean('val_acc'):.4f}",
+                         f"{winner.mean('test_acc'):.4f}", "; ".join(vs)])
+            w = wins.setdefault(model, {"n": 0, "won": Counter(), "clear": Counter()})
+            w["n"] += 1
+            w["won"][short(winner)] += 1
+            w["clear"][short(winner)] += clear
+    if not rows:
+        return "Across experiments: one configuration per net, no tactics to compare."
+    head = ["experiment", "net", "chosen", "val acc", "test acc", "test acc, chosen minus each other: paired diff [95% interval]"]
+    rows = [r + [""] * (len(head) - len(r)) for r in rows]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
+    lines = ["Across experiments (chosen: by the rule, on validation; then judged on test, paired):",
+             fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
+    for model, w in wins.items():
+        tally = ", ".join(f"{t} {k} of {w['n']} ({w['clear'][t]} distinguishable on test from every other)"
+                          for t, k in w["won"].most_common())
+        lines.append(f"{model} net wins: {tally}")
+    return "\n".join(lines)
+
+
+# --- running a sweep -----------------------------------------------------------------------------------
+def _line(i: int, n: int, cfg: RunConfig, payload, error, record=None) -> str:
+    """The line a finished run prints: what it scored, or why it has no record; where it ran."""
+    head = f"[{i}/{n}] {cfg.model}/{cfg.pooling} seed {cfg.seed} on {cfg.experiment_name}"
+    if error is not None:
+        return f"{head}: FAILED, no record - {error}"
+    where = (f"{payload['seconds']:.1f} s, pid {payload['pid']} on {payload['host']}"
+             + (f" node {payload['node'][:8]}" if payload.get("node") else "") + f", {payload['threads']} thread(s)")
+    if payload["status"] != "ok":
+        return f"{head}: DIVERGED ({payload['error']}) - recorded as diverged ({where})"
+    m = record.metrics
+    val = "-" if m.get("val_acc") is None else f"{m['val_acc']:.4f}"
+    return f"{head}: test acc {m['test_acc']:.4f}, val acc {val}, {m['train_seconds']:.1f} s training ({where})"
+
+
+def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None, cpus_per_run=None,
+              gpus_per_run=None, retries: int = DEFAULT_RETRIES, force: bool = False, data_dir=None,
+              worker_data_dir=None, progress: bool = True, log=None) -> SweepResult:
+    """Run every run of ``sweep`` whose record is not in ``out`` yet (all of them with ``force``).
+
+    Everything that can be checked is checked first - the output folder and every record's place in
+    it, the data folder, the engine, Ray's address and resources - then each class subset is loaded
+    once, then runs are submitted. Returns a :class:`SweepResult` (``.report()`` for the comparisons);
+    a run that ends without a record is in ``.failed``; Ctrl-C raises KeyboardInterrupt after the
+    finished records are written and the rest cancelled."""
+    from .data import check_data_dir
+    from .files import check_writable_dir
+    from .records import check_record_target, find_record
+
+    log = log or (lambda s: print(s, flush=True))
+    if engine not in ENGINES:
+        raise SweepError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if not len(sweep):
+        raise SweepError("the sweep has no runs")
+    out = check_writable_dir(out, "--out")
+    check_data_dir(data_dir)
+    if worker_data_dir is not None and engine == "local":
+        raise SweepError("--worker-data-dir is for --engine ray (workers that load the data from their own disk); "
+                         "locally use --data-dir")
+    for cfg in sweep.configs:
+        check_record_target(out, cfg)
+    if engine == "local":
+        if address:
+            raise SweepError("--address joins a Ray cluster: it needs --engine ray")
+        if gpus_per_run:
+            raise SweepError("--gpus-per-run shares GPUs among Ray tasks: it needs --engine ray (the local engine "
+                             "runs one run at a time on the config's device)")
+        runner = LocalEngine(cpus_per_run, log)
+    else:
+        runner = RayEngine(address, cpus_per_run, gpus_per_run, retries, log)
+        runner.check()
+
+    result = SweepResult(out, sweep, engine, 1)
+    todo = []
+    for cfg in sweep.configs:
+        existing = None if force else find_record(out, cfg)
+        if existing is not None:
+            existing.reused = True
+            result.records[cfg.run_id] = existing
+            result.reused.append(cfg.run_id)
+        else:
+            todo.append(cfg)
+    log(f"sweep: {sweep.describe()} -> {out}")
+    if result.reused:
+        log(f"skipped {len(result.reused)} run(s) already recorded in {out} (same identity; --force retrains them)")
+    if not todo:
+        log("nothing to train")
+        result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs}
+        return result
+
+    from tqdm.auto import tqdm
+    t0 = time.perf_counter()
+    bar = None
+    try:
+        runner.start(todo)
+        result.workers = runner.workers
+        log(runner.describe())
+        # each class subset once, in the driver (unless workers load their own)
+        subsets = {}
+        if worker_data_dir is None:
+            from .data import subset_for
+            todo_ids = {c.run_id for c in todo}
+            for exp_id, cfgs in sweep.experiments().items():
+                if any(c.run_id in todo_ids for c in cfgs):
+                    subsets[exp_id] = runner.put(subset_for(cfgs[0], data_dir, verbose=False))
+        jobs = [(c, subsets.get(c.experiment_id), worker_data_dir) for c in todo]
+        bar = tqdm(total=len(sweep), initial=len(result.reused), desc="sweep", unit="run", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        say = bar.write if progress else log
+        done = [len(result.reused)]
+
+        def on_result(cfg, payload, error):
+            done[0] += 1
+            if error is None:
+                try:
+                    rec = publish_record(out, cfg, payload)
+                except CifarlabError as e:
+                    error = f"{type(e).__name__}: {e}"
+                else:
+                    result.records[cfg.run_id] = rec
+                    result.trained.append(cfg.run_id)
+                    result.runs[cfg.run_id] = {k: v for k, v in payload.items() if k != "files"}
+            if error is not None:
+                result.failed[cfg.run_id] = error
+            say(_line(done[0], len(sweep), cfg, payload, error, result.records.get(cfg.run_id)))
+            bar.update(1)
+
+        runner.execute(jobs, on_result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        runner.stop()
+        result.seconds = time.perf_counter() - t0
+        result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs if c.run_id in result.records}
+    return result
+
+
+def sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None, *,
+          template_epochs=None, overrides=None, dry_run=False, device=None, out="sweep", engine="local",
+          **run_options) -> SweepResult:
+    """:func:`make_sweep` then :func:`run_sweep`: the whole sweep in one call (from a notebook, say)."""
+    plan = make_sweep(classes, models, poolings, seeds, epochs, template_epochs, overrides, dry_run, device)
+    return run_sweep(plan, out, engine=engine, **run_options)
+
+
+__all__ = ["Sweep", "SweepResult", "SweepError", "make_sweep", "run_sweep", "sweep", "execute_run",
+           "publish_record", "summary_table", "LOOPBACK_ENV", "ENGINES"]
