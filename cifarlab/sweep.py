@@ -49,7 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PRESETS, POOLINGS, RunConfig, notebook_config
+from .config import POOLINGS, PRESETS, RunConfig, notebook_config
 from .errors import CifarlabError
 
 ENGINES = ("local", "ray")
@@ -182,6 +182,20 @@ def make_sweep(classes=None, models=("improved", "template"), poolings=POOLINGS,
     return Sweep(tuple(configs.values()))
 
 
+def _planned(cfg: RunConfig) -> RunConfig:
+    """``precision="auto"`` resolved where the sweep is planned (this machine's device), so the check for
+    existing records and the records the workers send back agree on the run's identity. On a cluster of
+    other devices, say the precision (``--set precision=bf16``); a device only the workers have means fp32."""
+    if cfg.precision != "auto":
+        return cfg
+    from .engine import pick_device, resolve_precision
+    try:
+        device = pick_device(cfg.device)
+    except CifarlabError:
+        return cfg.replace(precision="fp32")
+    return cfg.replace(precision=resolve_precision("auto", device)[0])
+
+
 # --- one run, wherever it runs -----------------------------------------------------------------------
 WORK_PREFIX = "cifarlab-run-"
 
@@ -244,8 +258,16 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
     beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
     from .files import check_replaceable, publish_dir, staging_dir
-    from .records import (DIVERGED_SUFFIX, RECORD_FILES, RECORD_MARKER, RecordError, find_record, load_record,
-                          record_path)
+    from .records import (
+        DIVERGED_SUFFIX,
+        RECORD,
+        RECORD_FILES,
+        RECORD_MARKER,
+        RecordError,
+        find_record,
+        load_record,
+        record_path,
+    )
 
     files = payload["files"]
     foreign = sorted(n for n in files if n not in RECORD_FILES)
@@ -254,7 +276,7 @@ def publish_record(out, cfg: RunConfig, payload: dict):
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
     out = Path(out)
     target = record_path(out, cfg)
-    check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
+    check_replaceable(target, RECORD)
     tmp = staging_dir(out, target.name)
     try:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
@@ -267,8 +289,8 @@ def publish_record(out, cfg: RunConfig, payload: dict):
             existing = find_record(out, cfg)
             if existing is not None and existing.ok:
                 target = target.with_name(target.name + DIVERGED_SUFFIX)
-                check_replaceable(target, RECORD_MARKER, set(RECORD_FILES), "--out", "run record")
-        publish_dir(tmp, target)
+                check_replaceable(target, RECORD)
+        publish_dir(tmp, target, RECORD)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -410,7 +432,8 @@ class RayEngine:
             self.loopback = True
         if cpus_per_run is not None and not cpus_per_run > 0:
             raise SweepError(f"--cpus-per-run {cpus_per_run}: give a number > 0")
-        if gpus_per_run is not None and not (gpus_per_run >= 0 and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())):
+        whole_or_fraction = gpus_per_run is not None and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())
+        if gpus_per_run is not None and not (gpus_per_run >= 0 and whole_or_fraction):
             raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
         if retries < 0:
             raise SweepError(f"--retries {retries}: give 0 or more")
@@ -492,8 +515,9 @@ class RayEngine:
 
     def describe(self) -> str:
         gpu = f", {self.gpus:g} GPU" if self.gpus else ""
-        return (f"engine ray: {self.how} ({self.resources}, ready in {self.start_seconds:.1f} s); {self.workers} run(s) at a time, each {self.cpus:g} "
-                f"CPU ({self.threads} torch thread{'s' if self.threads > 1 else ''}){gpu}, retried up to "
+        threads = f"{self.threads} torch thread{'s' if self.threads > 1 else ''}"
+        return (f"engine ray: {self.how} ({self.resources}, ready in {self.start_seconds:.1f} s); "
+                f"{self.workers} run(s) at a time, each {self.cpus:g} CPU ({threads}){gpu}, retried up to "
                 f"{self.retries} time(s) if its worker dies")
 
     def put(self, subset):
@@ -631,7 +655,7 @@ class SweepResult:
 def summary_table(comparisons) -> str:
     """Across experiments: per net, the tactic the choice rule picks (validation) in each experiment, and
     its paired test-set verdict against each other tactic; then how often each tactic won."""
-    from .comparison import ComparisonError, Comparison, choose, verdict
+    from .comparison import Comparison, ComparisonError, choose, verdict
     comps = [c for c in comparisons if isinstance(c, Comparison)]
     if not comps:
         return "Across experiments: nothing to compare."
@@ -663,7 +687,8 @@ def summary_table(comparisons) -> str:
             w["clear"][short(winner)] += clear
     if not rows:
         return "Across experiments: one configuration per net, no tactics to compare."
-    head = ["experiment", "net", "chosen", "val acc", "test acc", "test acc, chosen minus each other: paired diff [95% interval]"]
+    head = ["experiment", "net", "chosen", "val acc", "test acc",
+            "test acc, chosen minus each other: paired diff [95% interval]"]
     rows = [r + [""] * (len(head) - len(r)) for r in rows]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
@@ -706,6 +731,7 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     from .records import check_record_target, find_record
 
     log = log or (lambda s: print(s, flush=True))
+    sweep = Sweep(tuple(_planned(c) for c in sweep.configs))
     if engine not in ENGINES:
         raise SweepError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if not len(sweep):

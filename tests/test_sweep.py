@@ -385,7 +385,7 @@ class TestLocalRay:
         assert third.trained == [gone.run_id] and len(third.reused) == 3
 
     def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(self, ray_local, tmp_path):
-        from cifarlab.sweep import sweep   # the one-call API a notebook uses
+        from cifarlab.sweep import sweep  # the one-call API a notebook uses
         r = sweep("0,55", ["template"], ["stride"], 2, 1, overrides={"lr": ["1e6", "0.005"]}, out=tmp_path,
                   engine="ray", progress=False)
         assert len(r.trained) == 4 and not r.failed and len(r.diverged) == 2
