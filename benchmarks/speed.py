@@ -1,6 +1,6 @@
 """Speed: the engine vs the course template's own loop vs the arithmetic floor.
 
-    python benchmarks/speed.py [--epochs 30] [--repeats 3] [--device auto] [--pooling avg]
+    python benchmarks/speed.py [--epochs 30] [--repeats 7] [--device auto] [--pooling avg]
 
 Same data (classes 0, 55, 58: the 1,350-image training split, the 150-image validation split
 evaluated after every epoch), same template model, batch size 128, same number of epochs:
@@ -16,7 +16,8 @@ evaluated after every epoch), same template model, batch size 128, same number o
 Then the improved preset's epochs in fp32 and in bf16 (``--improved-epochs``). The first lines
 name the machine: processor or GPU, its native bf16 support, torch's CPU capability, threads.
 
-The contenders alternate over ``--repeats`` rounds and the median is reported; the device
+The contenders alternate over ``--repeats`` rounds and the median is reported (the minimum beside it:
+on a shared machine, interference only ever adds time); the device
 is synchronized around every timing. The last line is
 
   engine speedup vs template loop: <r>x (template <s> s/epoch, engine <s> s/epoch, floor <s> s/epoch, overhead <p>%)
@@ -114,7 +115,7 @@ def improved_epochs(sub, device, epochs, precision):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pooling", default="avg")
     ap.add_argument("--improved-epochs", type=int, default=3,
@@ -149,7 +150,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k in contenders:
         acc = evaluate(models[k], sub.x_test, sub.y_test)[1]
-        print(f"  {k:11s} {med[k]:.4f} s/epoch  (runs: {', '.join(f'{t:.4f}' for t in times[k])})  "
+        runs = ", ".join(f"{t:.4f}" for t in times[k])
+        print(f"  {k:11s} {med[k]:.4f} s/epoch, min {min(times[k]):.4f}  (runs: {runs})  "
               f"test acc after {args.epochs} epochs {acc:.4f}")
     print(f"  template net, bf16 vs fp32 engine: {med['engine'] / med['engine-bf16']:.2f}x")
     if args.improved_epochs:
