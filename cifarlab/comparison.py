@@ -282,9 +282,14 @@ def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
     if p.diff == 0 and p.a_only == 0 and p.b_only == 0:
         return p, f"{what} - identical predictions on every image."
     half = (p.hi - p.lo) / 2
-    need = max(1.0, (half / abs(p.diff)) ** 2) if p.diff else math.inf
-    more = (f"if seed-to-seed noise is small, separating a difference this size would take about {need:.0f}x "
-            f"as many {split} images" if math.isfinite(need) else "there is no difference to separate")
+    need = (half / abs(p.diff)) ** 2 if p.diff else math.inf
+    if not math.isfinite(need):
+        more = "there is no difference to separate"
+    elif need < 2:
+        more = f"it is at the edge: somewhat more {split} images (or seeds) could decide it"
+    else:
+        more = (f"if seed-to-seed noise is small, separating a difference this size would take about {need:.0f}x "
+                f"as many {split} images")
     return p, f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}.{one_seed}"
 
 
@@ -377,20 +382,22 @@ def tradeoffs(groups: list[Group]) -> str:
 
 
 def other_winners(groups: list[Group], chosen: Group) -> str:
-    """When another configuration would win on robustness or cost, say so beside the choice."""
+    """When another tactic of the chosen net would win on robustness or cost, say so beside the choice."""
     notes = []
-    for key, what in (("shift_consistency", "shift consistency"), ("latency_ms_b1", "inference latency"),
-                      ("mflops", "FLOPs")):
+    mine = [g for g in groups if g.model == chosen.model]
+    for key, what, fmt in (("shift_consistency", "shift consistency", "{:.4f}"),
+                           ("latency_ms_b1", "inference latency", "{:.3f} ms"), ("mflops", "FLOPs", "{:.1f} M")):
         best_fn = _WINS[key][0]
-        vals = {g.label: g.mean(key) for g in groups if math.isfinite(g.mean(key))}
+        vals = {g.label: g.mean(key) for g in mine if math.isfinite(g.mean(key))}
         if chosen.label not in vals:
             continue
         winner = best_fn(vals, key=vals.get)
         if winner != chosen.label:
-            notes.append(f"on {what}, {winner} would win ({vals[winner]:.4g} vs {vals[chosen.label]:.4g})")
+            notes.append(f"on {what}, {winner} would win ({fmt.format(vals[winner])} vs "
+                         f"{fmt.format(vals[chosen.label])})")
     if not notes:
         return f"{chosen.label}, chosen on validation accuracy, also wins on shift consistency and cost."
-    return (f"The rule chooses on validation accuracy ({chosen.label}); " + "; ".join(notes)
+    return (f"The rule chooses on validation accuracy ({chosen.label}); among its net's tactics, " + "; ".join(notes)
             + ". Pick by what your use needs.")
 
 
