@@ -70,3 +70,23 @@ def test_find_cycle_finds_one():
 def test_lint_passes():
     r = subprocess.run([sys.executable, "-m", "ruff", "check", str(PKG.parent)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_no_merge_conflict_markers_anywhere():
+    root = PKG.parent
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split()
+    if not files:  # not a git checkout: look at the project's own folders
+        files = [str(p.relative_to(root)) for d in ("cifarlab", "tests", "scripts", "benchmarks", "notebooks", ".ci")
+                 for p in (root / d).rglob("*") if p.is_file()] + ["README.md", "Makefile", "pyproject.toml"]
+    bad = []
+    for name in files:
+        path = root / name
+        if not path.is_file() or path.suffix in (".npz", ".png", ".gz"):
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        bad += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1)
+                if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="]
+    assert not bad, bad
