@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -42,16 +41,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:
@@ -120,6 +109,7 @@ def main(argv=None) -> int:
     ray_kw = {"gpus_per_run": args.gpus_per_run} if args.gpus_per_run is not None else {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    from cifarlab.engine import cpu_name
     machine = f"{cpu_name()}, {cores} cores" + (f", GPU {gpu}" if gpu else "")
     print(f"machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads by default; {load()}")
     print(f"sweep: {plan.describe()}, {args.epochs} epochs each" + (" (dry run)" if args.dry_run else ""))

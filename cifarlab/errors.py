@@ -29,7 +29,8 @@ def short_errors() -> None:
     if shell is None:
         return
 
-    def handler(self, etype, value, _tb, _tb_offset=None):
+    def handler(self, etype, value, tb, tb_offset=None):  # IPython passes tb_offset by name
+        del tb, tb_offset  # the point: no traceback
         line = f"{etype.__name__}: {value}"
         self._showtraceback(etype, value, [line])
         return [line]

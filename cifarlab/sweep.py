@@ -771,6 +771,12 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         log("nothing to train")
         result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs}
         return result
+    if (engine == "ray" and len(todo) == 1 and not runner.address and not runner.ray.is_initialized()
+            and not gpus_per_run):
+        # One run on this machine: starting a local Ray (~8 s with its workers' first imports) costs more
+        # than it can give, and the run computes the same numbers in this process.
+        log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
+        runner = LocalEngine(cpus_per_run, log)
 
     from tqdm.auto import tqdm
     t0 = time.perf_counter()

@@ -214,4 +214,9 @@ def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
     assert "DataError" in r.stderr
     kept = out / "aquarium_fish-baby" / "notebooks" / "01_train_template_avg_seed0.ipynb"
     assert kept.is_file() and "could not download" in kept.read_text()
+    # the failing cell shows the error as its one line, not a traceback
+    errors = [o for c in json.loads(kept.read_text())["cells"] for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "DataError"
+    assert len(errors[0]["traceback"]) == 1 and errors[0]["traceback"][0].startswith("DataError: could not download")
     assert not (out / "aquarium_fish-baby" / "best").exists()

@@ -224,6 +224,15 @@ def test_bad_spec_is_one_line_before_anything(args, says, tmp_path, capsys, monk
     assert time.perf_counter() - t0 < 20       # an unreachable cluster fails fast, not after Ray's 14 minutes
 
 
+def test_one_run_on_engine_ray_trains_in_process_without_starting_ray(tmp_path):
+    import ray
+    plan = make_sweep("0,55", ["template"], ["avg"], 1, 1)
+    lines = []
+    r = run_sweep(plan, tmp_path, engine="ray", progress=False, log=lines.append)
+    assert any("one run to do: it trains in this process" in line for line in lines), lines
+    assert not ray.is_initialized() and len(r.records) == 1 and next(iter(r.records.values())).ok
+
+
 def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)     # import ray -> ImportError, as when it is not installed
     rc = main(["sweep", "--classes", "0,55", "--models", "template", "--engine", "ray", "--out", str(tmp_path / "s")])
