@@ -752,7 +752,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         runner = LocalEngine(cpus_per_run, log)
     else:
         runner = RayEngine(address, cpus_per_run, gpus_per_run, retries, log)
-        runner.check()
 
     result = SweepResult(out, sweep, engine, 1)
     todo = []
@@ -771,12 +770,20 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         log("nothing to train")
         result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs}
         return result
-    if (engine == "ray" and len(todo) == 1 and not runner.address and not runner.ray.is_initialized()
-            and not gpus_per_run):
-        # One run on this machine: starting a local Ray (~8 s with its workers' first imports) costs more
-        # than it can give, and the run computes the same numbers in this process.
-        log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
-        runner = LocalEngine(cpus_per_run, log)
+    if engine == "ray":
+        ray_module = sys.modules.get("ray")
+        if (len(todo) == 1 and not runner.address and not gpus_per_run
+                and not (ray_module is not None and ray_module.is_initialized())):
+            # One run on this machine: starting a local Ray (~8 s with its workers' first imports, ~2 s for
+            # importing Ray alone) costs more than it can give, and the run computes the same numbers here.
+            import importlib.util
+            if importlib.util.find_spec("ray") is None:
+                raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
+                                 f"or use --engine local")
+            log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
+            runner = LocalEngine(cpus_per_run, log)
+        else:
+            runner.check()          # before any data is loaded: Ray importable, the address answering
 
     from tqdm.auto import tqdm
     t0 = time.perf_counter()

@@ -233,12 +233,28 @@ def test_one_run_on_engine_ray_trains_in_process_without_starting_ray(tmp_path):
     assert not ray.is_initialized() and len(r.records) == 1 and next(iter(r.records.values())).ok
 
 
-def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatch):
+def test_one_run_on_engine_ray_does_not_even_import_ray(tmp_path):
+    # Importing Ray alone costs ~2 s on this CPU: the one-run shortcut must not pay it.
+    code = ("import sys; from cifarlab.sweep import make_sweep, run_sweep; "
+            "r = run_sweep(make_sweep('0,55', ['template'], ['avg'], 1, 1), sys.argv[1], engine='ray', "
+            "progress=False, log=lambda s: None); "
+            "assert len(r.records) == 1 and next(iter(r.records.values())).ok; "
+            "print('ray imported' if 'ray' in sys.modules else 'ray not imported')")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "ray not imported", p.stdout
+
+
+@pytest.mark.parametrize("seeds", [2, 1])      # many runs (Ray would start) and one run (it would train here)
+def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatch, seeds):
     monkeypatch.setitem(sys.modules, "ray", None)     # import ray -> ImportError, as when it is not installed
-    rc = main(["sweep", "--classes", "0,55", "--models", "template", "--engine", "ray", "--out", str(tmp_path / "s")])
+    rc = main(["sweep", "--classes", "0,55", "--models", "template", "--poolings", "avg", "--seeds", str(seeds),
+               "--engine", "ray", "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "pip install 'cifarlab[ray]'" in err
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())   # nothing trained
 
 
 def test_ray_imported_the_wrong_way_is_refused_before_it_starts(monkeypatch):
