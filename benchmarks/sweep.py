@@ -20,9 +20,10 @@ Two ways of timing them:
 
 Every run is a complete ``run()`` with its record written (training, final evaluation, figures), on the
 classes' shipped sample, into a fresh folder. Then the same for one run's worth of work (a sweep of one
-run; Ray gives it every core, so it trains with as many threads as the local engine), which shows Ray's
-fixed cost. The engines alternate over ``--repeats`` rounds and medians are reported (the machine may
-be shared: the load average is printed). The last line is
+run: from the command line ``--engine ray`` trains it in its own process, Ray not started; warm, Ray gives
+it every core, so it trains with as many threads as the local engine), which shows Ray's fixed cost.
+The engines alternate over ``--repeats`` rounds and medians are reported (the machine may be shared: the
+load average is printed). The last line is
 
   sweep throughput ray vs local: <r>x (<a> vs <b> runs/min, <n> runs, <k> workers)
 

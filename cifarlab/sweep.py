@@ -18,6 +18,8 @@ Engines:
   :data:`LOOPBACK_ENV` are set before Ray is imported: Ray would otherwise bind the machine's network
   address); with ``address`` / ``$RAY_ADDRESS`` the sweep joins that cluster. A Ray runtime already
   initialized in this process (``ray.init(...)`` in a notebook) is used as it is and left running.
+  With one run left to train and no Ray running or addressed, it trains in this process, Ray not
+  even imported: a local Ray's start would cost more than the run could gain.
   Each task asks for ``cpus_per_run`` CPUs (default: this machine's or cluster's CPUs shared out
   among the runs, at least 1) and sets torch's thread count to that share; on a cluster with GPUs,
   ``gpus_per_run`` of a GPU (default 0.25: four small runs share one GPU).

@@ -1,4 +1,5 @@
 import pytest
+from widget_checks import replay  # the front end's state updates, replayed (shared with the ipywidgets 7 run)
 
 from cifarlab.classes import ClassSelectionError
 from cifarlab.widgets import ALL, ClassPicker, picked
@@ -65,28 +66,6 @@ def test_thumbnails_from_the_full_data(full_data_dir):
     assert p.thumbnail_sources == {8: "full", 13: "full"}
 
 
-def _front_end(select, action):
-    """Replay what ``action`` sends to the widget front end, one state update per trait change, in
-    order, the way the front end applies them: the selection is kept as positions (``index``) into
-    the option labels, and the current positions are applied again to every new list of labels.
-    Returns the positions that pointed past the list when they were applied (what the
-    browser console reports as "Error setting state: Cannot set properties of undefined (setting
-    'selected')") and the labels highlighted at the end."""
-    state = {"labels": list(select._options_labels), "index": list(select.index)}
-    past_the_end = []
-
-    def receive(change):
-        state["labels" if change["name"] == "_options_labels" else "index"] = list(change["new"])
-        past_the_end.extend(i for i in state["index"] if i >= len(state["labels"]))
-
-    select.observe(receive, names=["_options_labels", "index"])
-    try:
-        action()
-    finally:
-        select.unobserve(receive, names=["_options_labels", "index"])
-    return past_the_end, [int(state["labels"][i].split(":")[0]) for i in state["index"]]
-
-
 def test_refiltering_never_sends_a_selection_past_the_new_options(picker):
     """Narrowing the list (a superclass, a filter) while classes far down are selected, then adding a
     superclass: each state update is consistent on its own, and the front end ends up
@@ -96,7 +75,7 @@ def test_refiltering_never_sends_a_selection_past_the_new_options(picker):
              lambda: setattr(picker.filter, "value", "tr"), lambda: setattr(picker.filter, "value", ""),
              lambda: setattr(picker.superclass, "value", ALL)]
     for step in steps:
-        past_the_end, highlighted = _front_end(picker.select, step)
+        past_the_end, highlighted = replay(picker.select, step)
         assert past_the_end == []
         assert sorted(highlighted) == picker.ids
     assert picker.ids == [0, 8, 13, 48, 55, 58, 90]
@@ -122,6 +101,6 @@ def test_a_smaller_new_selection_under_a_filter(picker):
     picker.set_classes("flowers,vehicles_1,apple,otter")
     picker.superclass.value = "fish"
     assert len(picker.ids) == 12 and len(picker.select.options) == 17
-    past_the_end, highlighted = _front_end(picker.select, lambda: picker.set_classes([1, 2]))
+    past_the_end, highlighted = replay(picker.select, lambda: picker.set_classes([1, 2]))
     assert past_the_end == [] and highlighted == [1, 2] == picker.ids
     assert len(picker.select.options) == 6  # the two, then the other fish

@@ -15,7 +15,13 @@ import sys
 
 
 def replay(select, action):
-    """(positions past the end of the options when they were applied, labels highlighted at the end)."""
+    """Replay what ``action`` sends to the widget front end, one state update per trait change, in order,
+    the way the front end applies them: the selection is kept as positions (``index``) into the option
+    labels, and the current positions are applied again to every new list of labels.
+
+    Returns (the positions that pointed past the list when they were applied - what the browser console
+    reports as "Error setting state: Cannot set properties of undefined (setting 'selected')" - and the
+    class ids highlighted at the end, sorted). tests/test_widgets.py uses it too."""
     state = {"labels": list(select._options_labels), "index": list(select.index)}
     bad = []
 
