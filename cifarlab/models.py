@@ -187,8 +187,9 @@ def load_state_dict_safely(path, device="cpu") -> dict:
 def load_model(config: RunConfig, state_path, device="cpu") -> nn.Module:
     """Rebuild ``config``'s architecture and load its weights from ``state_path`` (safely), in eval mode."""
     model = build_model(config)
+    state = load_state_dict_safely(state_path, device)      # its own errors say what is wrong with the file
     try:
-        model.load_state_dict(load_state_dict_safely(state_path, device))
+        model.load_state_dict(state)
     except RuntimeError as e:  # missing/unexpected keys, wrong shapes
         raise ModelFileError(f"{state_path} does not fit the model its config describes ({str(e).splitlines()[0]}); "
                              f"the weights and config.json come from different runs") from None

@@ -9,7 +9,7 @@ from cifarlab.comparison import CHOICE_RULE, compare, compare_and_save
 from cifarlab.config import make_config
 from cifarlab.experiment import run
 from cifarlab.export import RELOAD_ATOL, ExportError, check_onnx, export_onnx, load_best, onnx_predict, verify_reload
-from cifarlab.models import ModelFileError, build_model, load_state_dict_safely
+from cifarlab.models import ModelFileError, build_model, load_model, load_state_dict_safely
 from cifarlab.records import load_record
 
 
@@ -58,6 +58,15 @@ def test_safe_load_rejects_a_pickled_model(tmp_path):
     assert set(load_state_dict_safely(tmp_path / "sd.pt")) == set(model.state_dict())
     with pytest.raises(ModelFileError, match="does not exist"):
         load_state_dict_safely(tmp_path / "missing.pt")
+    # load_model (what best/ and records load through) keeps those reasons: not "from different runs"
+    cfg = make_config("template")
+    with pytest.raises(ModelFileError, match="weights_only=True"):
+        load_model(cfg, tmp_path / "whole.pt")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(cfg, tmp_path / "missing.pt")
+    with pytest.raises(ModelFileError, match="come from different runs"):
+        load_model(make_config("template", pooling="stride"), tmp_path / "sd.pt")
+    assert load_model(cfg, tmp_path / "sd.pt").training is False
 
 
 def test_comparison_of_real_runs(runs):
