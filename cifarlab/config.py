@@ -143,9 +143,11 @@ class RunConfig:
         """The configuration in words: model and pooling, and how its recipe differs from its preset's."""
         preset = PRESETS.get(self.model, {})
         base = RunConfig(**{k: v for k, v in preset.items()}) if preset else RunConfig()
+        # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
         differs = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
                    if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "pooling")
-                   and getattr(self, f.name) != getattr(base, f.name)]
+                   and getattr(self, f.name) != getattr(base, f.name)
+                   and not (f.name == "precision" and base.precision == "auto")]
         return f"{self.model}/{self.pooling}" + (f" ({', '.join(differs)})" if differs else f" ({self.model} preset)")
 
     @property

@@ -4,6 +4,7 @@ import torch
 
 from cifarlab.config import ConfigError, make_config
 from cifarlab.engine import TrainingDiverged, augment_batch, lr_factor, pad_images, pick_device, predict_logits, train
+from cifarlab.evaluation import evaluate_final
 from cifarlab.experiment import run
 
 
@@ -160,6 +161,20 @@ def test_tta_logits_are_the_mean_over_the_mirror(sample_subset):
     x = sample_subset.x_test[:5]
     both = predict_logits(r.model, x, tta_flip=True)
     assert torch.allclose(both, (predict_logits(r.model, x) + predict_logits(r.model, x.flip(2))) / 2, atol=1e-5)
+    # the record's flip-TTA accuracies (computed from the plain logits plus the mirrored pass) are these logits'
+    m = evaluate_final(r, sample_subset).metrics
+    for s in ("val", "test"):
+        x, y = getattr(sample_subset, f"x_{s}"), getattr(sample_subset, f"y_{s}")
+        assert m[f"{s}_acc_tta"] == (predict_logits(r.model, x, tta_flip=True).argmax(1) == y).sum().item() / len(y)
+
+
+def test_configuration_label_says_what_differs_from_the_preset():
+    # "auto" is resolved before a run is recorded: the preset's own runs are labelled as the preset, either way
+    for precision in ("fp32", "bf16"):
+        assert make_config("improved", pooling="max", precision=precision).configuration_label == \
+            "improved/max (improved preset)"
+    assert make_config("improved", pooling="max", epochs=3).configuration_label == "improved/max (epochs 3)"
+    assert make_config("template", precision="bf16").configuration_label == "template/avg (precision bf16)"
 
 
 def test_config_errors_are_clear():
