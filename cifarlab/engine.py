@@ -34,13 +34,15 @@ from .models import build_model
 
 
 class TrainingDiverged(CifarlabError, RuntimeError):
-    """The loss became NaN or infinite; ``result`` holds the history up to the last good epoch."""
+    """The loss became NaN or infinite; ``result`` holds the history up to the last good epoch, ``record``
+    the folder its diverged record was written to (when one was)."""
 
     exit_code = 1
 
-    def __init__(self, message: str, result: "TrainResult"):
+    def __init__(self, message: str, result: "TrainResult", record=None):
         super().__init__(message)
         self.result = result
+        self.record = record
 
 
 def pick_device(name: str = "auto") -> torch.device:

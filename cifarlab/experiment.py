@@ -57,7 +57,7 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
         result.precision_reason = why
     except TrainingDiverged as e:
         path = write_record(out, e.result, None, subset)
-        raise TrainingDiverged(f"{e} Its record: {path}", e.result) from None
+        raise TrainingDiverged(f"{e} Its record: {path}", e.result, path) from None
     evaluation = evaluate_final(result, subset)
     return load_record(write_record(out, result, evaluation, subset))
 

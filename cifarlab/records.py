@@ -76,17 +76,25 @@ def check_record_target(out, cfg: RunConfig) -> None:
     check_replaceable(record_path(out, cfg), RECORD)
 
 
+def record_target(out, cfg: RunConfig, ok: bool) -> Path:
+    """Where a record of ``cfg`` goes: ``out/<run_name>``, except that a diverged run (``ok`` False) goes to
+    ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
+    one is never replaced by a failed one. Refused when the place holds something this project did not write."""
+    target = record_path(out, cfg)
+    if not ok and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
+        target = target.with_name(target.name + DIVERGED_SUFFIX)
+    check_replaceable(target, RECORD)
+    return target
+
+
 def write_record(out, result, evaluation=None, subset=None) -> Path:
     """Write the record of a finished (or diverged) run under ``out``, atomically; return its folder.
 
-    A diverged run (``evaluation`` None) goes to ``<run_name>_diverged`` when a complete record of
-    the same identity is already there, so the good one is never replaced by a failed one."""
+    A diverged run (``evaluation`` None) goes beside a complete record of the same identity
+    (:func:`record_target`)."""
     cfg: RunConfig = result.config
     out = Path(out)
-    target = record_path(out, cfg)
-    if evaluation is None and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
-        target = target.with_name(target.name + DIVERGED_SUFFIX)
-    check_replaceable(target, RECORD)
+    target = record_target(out, cfg, ok=evaluation is not None)
     tmp = staging_dir(out, target.name)
     try:
         config_text = cfg.to_json() + "\n"

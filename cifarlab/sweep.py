@@ -45,7 +45,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -190,12 +189,11 @@ def _planned(cfg: RunConfig) -> RunConfig:
     other devices, say the precision (``--set precision=bf16``); a device only the workers have means fp32."""
     if cfg.precision != "auto":
         return cfg
-    from .engine import pick_device, resolve_precision
+    from .engine import resolve_config
     try:
-        device = pick_device(cfg.device)
-    except CifarlabError:
+        return resolve_config(cfg)[0]
+    except CifarlabError:       # a device this machine lacks (only the workers have it)
         return cfg.replace(precision="fp32")
-    return cfg.replace(precision=resolve_precision("auto", device)[0])
 
 
 # --- one run, wherever it runs -----------------------------------------------------------------------
@@ -220,7 +218,6 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
 
     from .engine import TrainingDiverged
     from .experiment import run
-    from .records import record_path
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -233,7 +230,7 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
         try:
             path = run(cfg, out=tmp, subset=subset, data_dir=data_dir, live="none", force=True).path
         except TrainingDiverged as e:
-            status, error, path = "diverged", str(e).split(" Its record:")[0], record_path(tmp, cfg)
+            status, error, path = "diverged", e.result.diverged, e.record
         files = {p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -259,16 +256,15 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     The files are written to a staging folder and read back with the records' own checks (complete,
     config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
     beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
-    from .files import check_replaceable, publish_dir, staging_dir
+    from .files import publish_dir, staging_dir
     from .records import (
-        DIVERGED_SUFFIX,
         RECORD,
         RECORD_FILES,
         RECORD_MARKER,
         RecordError,
-        find_record,
+        check_record_target,
         load_record,
-        record_path,
+        record_target,
     )
 
     files = payload["files"]
@@ -277,9 +273,8 @@ def publish_record(out, cfg: RunConfig, payload: dict):
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
     out = Path(out)
-    target = record_path(out, cfg)
-    check_replaceable(target, RECORD)
-    tmp = staging_dir(out, target.name)
+    check_record_target(out, cfg)
+    tmp = staging_dir(out, cfg.run_name)
     try:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
             (tmp / name).write_bytes(files[name])
@@ -287,16 +282,11 @@ def publish_record(out, cfg: RunConfig, payload: dict):
         if staged.config.identity() != cfg.identity():
             raise RecordError(f"the worker sent back a record of another run than {cfg.run_name}; nothing was "
                               f"written")
-        if not staged.ok:
-            existing = find_record(out, cfg)
-            if existing is not None and existing.ok:
-                target = target.with_name(target.name + DIVERGED_SUFFIX)
-                check_replaceable(target, RECORD)
-        publish_dir(tmp, target, RECORD)
+        staged.path = publish_dir(tmp, record_target(out, cfg, staged.ok), RECORD)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_record(target)
+    return staged
 
 
 # --- engines -------------------------------------------------------------------------------------------
@@ -309,8 +299,6 @@ def _cores() -> int:
 
 class LocalEngine:
     """One run after another in this process."""
-
-    name = "local"
 
     def __init__(self, cpus_per_run=None, log=print):
         self.threads = None if cpus_per_run is None else max(1, int(cpus_per_run))
@@ -344,13 +332,6 @@ class LocalEngine:
             torch.set_num_threads(before)
 
     def stop(self) -> None:
-        pass
-
-
-def _preload() -> None:
-    try:
-        from . import data  # noqa: F401  (torch, numpy)
-    except Exception:   # an import error shows where the import really happens
         pass
 
 
@@ -421,8 +402,6 @@ class RayEngine:
     """Runs as Ray tasks: a local Ray started here, a cluster joined by address, or the Ray runtime this
     process already initialized."""
 
-    name = "ray"
-
     def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES, log=print):
         env_address = os.environ.get("RAY_ADDRESS") or None
         self.address = address or env_address
@@ -432,13 +411,9 @@ class RayEngine:
             self.loopback = hp is None or _is_loopback(hp[0])
         else:
             self.loopback = True
-        if cpus_per_run is not None and not cpus_per_run > 0:
-            raise SweepError(f"--cpus-per-run {cpus_per_run}: give a number > 0")
         whole_or_fraction = gpus_per_run is not None and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())
         if gpus_per_run is not None and not (gpus_per_run >= 0 and whole_or_fraction):
             raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
-        if retries < 0:
-            raise SweepError(f"--retries {retries}: give 0 or more")
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
         self.log = log
         self.ray = None
@@ -462,10 +437,6 @@ class RayEngine:
             self.how = "the Ray runtime already initialized in this process"
         else:
             kw = dict(include_dashboard=False, configure_logging=True, logging_level="warning")
-            # While Ray starts (seconds, mostly waiting for its processes), import what the driver needs
-            # next - torch for the data - instead of after.
-            preload = threading.Thread(target=_preload, name="cifarlab-preload", daemon=True)
-            preload.start()
             try:
                 if self.address:
                     ray.init(address=self.address, **kw)
@@ -476,8 +447,6 @@ class RayEngine:
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise SweepError(f"could not join Ray at {self.address or 'a new local instance'}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-            finally:
-                preload.join()
             self.owned = True
         self.start_seconds = time.perf_counter() - t0
         try:
@@ -588,8 +557,6 @@ class SweepResult:
     engine: str
     workers: int
     records: dict = field(default_factory=dict)       # run_id -> Record (ok or diverged), plan order
-    trained: list = field(default_factory=list)       # run_ids trained by this call
-    reused: list = field(default_factory=list)        # run_ids whose records were already there
     failed: dict = field(default_factory=dict)        # run_id -> why no record
     runs: dict = field(default_factory=dict)          # run_id -> where/how it ran (host, pid, node, seconds)
     seconds: float = 0.0
@@ -600,8 +567,14 @@ class SweepResult:
         return [r for r in self.records.values() if r.diverged]
 
     @property
-    def complete(self) -> bool:
-        return len(self.records) == len(self.sweep)
+    def trained(self) -> list:
+        """run_ids trained by this call."""
+        return list(self.runs)
+
+    @property
+    def reused(self) -> list:
+        """run_ids whose records were already there."""
+        return [run_id for run_id, rec in self.records.items() if rec.reused]
 
     def runs_per_minute(self) -> float:
         return 60 * len(self.trained) / self.seconds if self.seconds else float("nan")
@@ -610,7 +583,8 @@ class SweepResult:
         """One :class:`cifarlab.comparison.Comparison` per experiment of the sweep (all its records in
         ``out``), or the reason it has none (a string)."""
         from .comparison import compare
-        out = []
+        from .records import find_records
+        out, records = [], None
         for exp_id, cfgs in self.sweep.experiments().items():
             if all(c.dry_run for c in cfgs):
                 out.append(f"{cfgs[0].experiment_name}: dry-run records are not compared")
@@ -619,7 +593,8 @@ class SweepResult:
                 out.append(f"{cfgs[0].experiment_name}: no records, nothing to compare")
                 continue
             try:
-                out.append(compare(self.out, exp_id))
+                records = find_records(self.out) if records is None else records   # read the folder once
+                out.append(compare(self.out, exp_id, records))
             except CifarlabError as e:
                 out.append(f"{cfgs[0].experiment_name}: {e}")
         return out
@@ -736,6 +711,10 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     sweep = Sweep(tuple(_planned(c) for c in sweep.configs))
     if engine not in ENGINES:
         raise SweepError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if cpus_per_run is not None and not cpus_per_run > 0:
+        raise SweepError(f"--cpus-per-run {cpus_per_run}: give a number > 0")
+    if retries < 0:
+        raise SweepError(f"--retries {retries}: give 0 or more")
     if not len(sweep):
         raise SweepError("the sweep has no runs")
     out = check_writable_dir(out, "--out")
@@ -762,7 +741,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         if existing is not None:
             existing.reused = True
             result.records[cfg.run_id] = existing
-            result.reused.append(cfg.run_id)
         else:
             todo.append(cfg)
     log(f"sweep: {sweep.describe()} -> {out}")
@@ -817,7 +795,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
                     error = f"{type(e).__name__}: {e}"
                 else:
                     result.records[cfg.run_id] = rec
-                    result.trained.append(cfg.run_id)
                     result.runs[cfg.run_id] = {k: v for k, v in payload.items() if k != "files"}
             if error is not None:
                 result.failed[cfg.run_id] = error
