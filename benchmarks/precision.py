@@ -6,7 +6,7 @@ and does accuracy move?
 
 For each subset and seed, one run per precision (records under ``--out``: a rerun reuses them). Accuracy
 is compared on paired data - the same test images score both precisions - with the library's paired
-bootstrap over images and seeds (cifarlab.comparison.paired_difference). Speed is training seconds per
+bootstrap over images and seeds (cifarlab.comparison.paired). Speed is training seconds per
 epoch (a warm-up run first, so no run pays the first-call costs). The last line:
 
   bf16 vs fp32, improved preset (<pooling>): <r>x per epoch; test accuracy within noise on <k> of <n> subsets
@@ -18,9 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from cifarlab.comparison import paired_difference
+from cifarlab.comparison import group_records, paired
 from cifarlab.config import make_config
 from cifarlab.data import load_subset
 from cifarlab.engine import device_summary, pick_device, train
@@ -61,22 +59,22 @@ def main() -> None:
                 m = rec.metrics
                 print(f"  {spec:20s} seed {seed} {precision} ({m['precision']}): test {m['test_acc']:.4f}  "
                       f"{m['train_seconds'] / m['epochs']:.3f} s/epoch", flush=True)
-        correct = {p: np.array([(lambda q: q["pred"] == q["true"])(r.predictions()) for r in rs])
-                   for p, rs in recs.items()}
-        paired = paired_difference(correct["bf16"], correct["fp32"])
-        within += not paired.distinguishable
+        # the library's pairing: per-image correctness of each seed, checked to be the same test images
+        (bf16,), (fp32,) = (group_records(recs[p], dry_runs=args.dry_run) for p in ("bf16", "fp32"))
+        paired_diff = paired(bf16, fp32, "test")
+        within += not paired_diff.distinguishable
         acc = {p: [r.metrics["test_acc"] for r in rs] for p, rs in recs.items()}
         spe = {p: statistics.mean(r.metrics["train_seconds"] / r.metrics["epochs"] for r in rs)
                for p, rs in recs.items()}
-        rows.append((spec, acc, paired, spe))
+        rows.append((spec, acc, paired_diff, spe))
 
     def pm(v):
         return f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
     print(f"\n{'subset':20s} {'fp32 test acc':>16s} {'bf16 test acc':>16s} {'bf16 - fp32 (95% interval)':>34s} "
           f"{'verdict':>16s} {'fp32 s/ep':>9s} {'bf16 s/ep':>9s} {'speedup':>7s}")
-    for spec, acc, paired, spe in rows:
-        verdict = "differ" if paired.distinguishable else "within noise"
-        print(f"{spec:20s} {pm(acc['fp32']):>16s} {pm(acc['bf16']):>16s} {paired.interval():>34s} {verdict:>16s} "
+    for spec, acc, diff, spe in rows:
+        verdict = "differ" if diff.distinguishable else "within noise"
+        print(f"{spec:20s} {pm(acc['fp32']):>16s} {pm(acc['bf16']):>16s} {diff.interval():>34s} {verdict:>16s} "
               f"{spe['fp32']:9.3f} {spe['bf16']:9.3f} {spe['fp32'] / spe['bf16']:6.2f}x")
     ratio = statistics.mean(fp32 / bf16 for fp32, bf16 in ((r[3]["fp32"], r[3]["bf16"]) for r in rows))
     print(f"bf16 vs fp32, improved preset ({args.pooling}): {ratio:.2f}x per epoch; test accuracy within noise on "

@@ -21,7 +21,8 @@ import dataclasses
 import os
 import sys
 
-from .config import CHOICES, PRESETS, RUNTIME_FIELDS, RunConfig
+from .config import CHOICES, POOLINGS, PRESETS, RUNTIME_FIELDS, RunConfig
+from .sweep import DEFAULT_GPU_SHARE, DEFAULT_RETRIES, ENGINES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "subset (default 0,55,58)")
     s.add_argument("--models", nargs="+", default=["improved", "template"], metavar="MODEL",
                    help="presets: improved, template (default both)")
-    s.add_argument("--poolings", nargs="+", default=["stride", "max", "avg"], metavar="POOLING",
-                   help="tactics: stride, max, avg (default all three)")
+    s.add_argument("--poolings", nargs="+", default=list(POOLINGS), metavar="POOLING",
+                   help=f"tactics: {', '.join(POOLINGS)} (default all three)")
     s.add_argument("--seeds", type=int, default=2, help="seeds per configuration, 0..N-1 (default 2)")
     s.add_argument("--epochs", default=None, help="epochs for every run (default: each preset's)")
     s.add_argument("--template-epochs", default=None, help="epochs for template runs when --epochs is not given")
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a recipe override for every run (--set lr=0.05); several values make one run per value")
     s.add_argument("--dry-run", action="store_true", help="two training steps a run (a smoke test; not compared)")
     s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default auto)")
-    s.add_argument("--engine", choices=["local", "ray"], default="local",
+    s.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: one run after another in this process (default); ray: Ray tasks, on a local Ray "
                         "(127.0.0.1 only) or the cluster at --address / $RAY_ADDRESS")
     s.add_argument("--address", default=None, help="Ray cluster to join, HOST:PORT of its head (default $RAY_ADDRESS; "
@@ -143,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs (= torch threads) per run (ray default: the CPUs shared out among the runs, at least 1; "
                         "local default: torch's own)")
     s.add_argument("--gpus-per-run", type=float, default=None,
-                   help="share of a GPU per run on a cluster with GPUs (default 0.25: four runs per GPU)")
-    s.add_argument("--retries", type=int, default=2, help="retries of a run whose worker dies (default 2)")
+                   help=f"share of a GPU per run on a cluster with GPUs (default {DEFAULT_GPU_SHARE:g}: "
+                        f"{round(1 / DEFAULT_GPU_SHARE)} runs per GPU)")
+    s.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"retries of a run whose worker dies (default {DEFAULT_RETRIES})")
     s.add_argument("--out", default="sweep", help="folder for the run records (default sweep)")
     s.add_argument("--data-dir", default=None, help="CIFAR-100 folder of this machine (the driver loads every class "
                                                     "subset once and sends it to the workers)")

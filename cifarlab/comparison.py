@@ -474,11 +474,12 @@ class Comparison:
         return "\n\n".join([self.summary(), self.tables(), self.tradeoffs(), self.decision()])
 
 
-def compare(runs, experiment=None) -> Comparison:
+def compare(runs, experiment=None, records=None) -> Comparison:
     """Compare the records of one experiment under ``runs`` (``experiment``: its name or classes; needed
-    only when the folder holds several)."""
+    only when the folder holds several). ``records``: ``find_records(runs)`` when the caller has it already
+    (one experiment after another from the same folder)."""
     runs = Path(runs)
-    found, dry = experiments(find_records(runs))
+    found, dry = experiments(find_records(runs) if records is None else records)
     exp = select_experiment(found, experiment, where=f" in {runs}")
     groups = group_records(exp.records)
     if not groups:

@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from .classes import COARSE_NAMES, FINE_NAMES, ClassSelectionError, select_classes, superclass_members, superclass_of
-from .data import data_source, ensure_dataset, load_sample, read_split
+from .data import ensure_dataset, full_dataset_on_disk, load_sample, read_split
 from .figures import placeholder_png, strip_png
 
 ALL = "(all superclasses)"
@@ -41,7 +41,7 @@ class ThumbnailSource:
 
     def _load(self):
         if self._arrays is None:
-            if data_source((), self.data_dir) == "full":
+            if full_dataset_on_disk(self.data_dir):
                 x, y = read_split(ensure_dataset(self.data_dir, download=False), "test")
                 self._arrays = (x, y, "full")
             else:
