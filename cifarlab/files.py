@@ -127,7 +127,7 @@ class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
     file, the only files written there, and (optionally) an older version's layout without the marker."""
 
-    marker: str
+    marker: str | tuple                           # a file (or any of several files) only this project writes there
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
@@ -146,7 +146,8 @@ def check_replaceable(target, owned: Owned) -> None:
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    ours = (target / owned.marker).is_file() or (owned.legacy is not None and owned.legacy(set(entries)))
+    markers = (owned.marker,) if isinstance(owned.marker, str) else owned.marker
+    ours = any((target / m).is_file() for m in markers) or (owned.legacy is not None and owned.legacy(set(entries)))
     if not ours:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "

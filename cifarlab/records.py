@@ -52,7 +52,6 @@ from .files import (
     check_replaceable,
     locked,
     publish_dir,
-    read_json,
     read_npz,
     user_path,
     write_json,
@@ -69,8 +68,8 @@ NEEDED = {"ok": RECORD_FILES, "diverged": ("config.json", "metrics.json", "histo
 OK_KEYS = ("model", "pooling", "seed", "epochs", "device", "classes", "train_seconds", "train_acc", "val_acc",
            "test_acc", "n_val", "n_test", "overfitting")
 DIVERGED_SUFFIX = "_diverged"
-# config.json is written first: a folder holding it and only record files is a record, complete or not.
-RECORD = Owned("config.json", frozenset(RECORD_FILES), "--out", "run record")
+# A folder holding either file (and record files only) is a record, complete or not: it may be replaced.
+RECORD = Owned(("config.json", RECORD_MARKER), frozenset(RECORD_FILES), "--out", "run record")
 
 
 class RecordError(OutputError):
@@ -183,6 +182,12 @@ class Record:
                             f"or delete {self.path}")
 
 
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - len(tail)))
+        return f.read() == tail
+
+
 def _unreadable(path: Path, status) -> list[str]:
     """What of :data:`NEEDED` is missing or cannot be read in the record folder ``path``."""
     bad = []
@@ -191,48 +196,57 @@ def _unreadable(path: Path, status) -> list[str]:
         if not f.is_file():
             bad.append(f"{name} missing")
         elif (not os.access(f, os.R_OK) or f.stat().st_size == 0
-              or (f.suffix in (".pt", ".npz") and not zipfile.is_zipfile(f))):   # both are zip files
+              or (f.suffix in (".pt", ".npz") and not zipfile.is_zipfile(f))    # both are zip files
+              or (f.suffix == ".png" and not _ends_with(f, b"IEND\xaeB`\x82"))):   # a PNG's last chunk
             bad.append(f"{name} unreadable")
     return bad
 
 
 def load_record(path) -> Record:
-    """Read one complete record; an incomplete one is an :class:`IncompleteRecord` saying what is missing, a
-    damaged or hand-edited file a :class:`RecordError` naming it."""
+    """Read one complete record. One that is not (a file of :data:`NEEDED` missing or unreadable) is an
+    :class:`IncompleteRecord` saying what; one whose files disagree (edited by hand) a :class:`RecordError`."""
     path = Path(path)
-    if not (path / RECORD_MARKER).is_file():
-        raise IncompleteRecord(f"{path} is an incomplete run record ({RECORD_MARKER} missing): never reused; "
-                               f"its run is trained again")
     fix = f"Restore it, or delete {path} and train that run again."
+    incomplete = lambda what: IncompleteRecord(f"{path} is an incomplete run record ({what}): never reused or "
+                                               f"compared; its run is trained again (or: --force, make FORCE=1)")
+    if not (path / RECORD_MARKER).is_file():
+        raise incomplete(f"{RECORD_MARKER} missing")
+    texts = {}
+    for name in (RECORD_MARKER, "history.json", "config.json"):
+        try:
+            text = (path / name).read_text()
+            texts[name] = text if name == "config.json" else json.loads(text)
+            if name == RECORD_MARKER:   # its status says which files the record needs
+                status = texts[name].get("status") if isinstance(texts[name], dict) else None
+                missing = _unreadable(path, status)
+                if missing:
+                    raise incomplete(", ".join(missing))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:   # as good as missing
+            raise incomplete(f"{name} unreadable: {e}") from None
+    metrics, history, config_text = texts[RECORD_MARKER], texts["history.json"], texts["config.json"]
     try:
-        config_text = (path / "config.json").read_text()
         config = RunConfig.from_dict(json.loads(config_text))
-    except FileNotFoundError:
-        raise RecordError(f"{path / 'config.json'} is missing. {fix}") from None
     except json.JSONDecodeError as e:
-        raise RecordError(f"{path / 'config.json'} is not valid JSON ({e}). {fix}") from None
+        raise incomplete(f"config.json unreadable: {e}") from None
     except (ConfigError, TypeError) as e:
         raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
-    metrics = read_json(path / "metrics.json", "run record", RecordError)
-    if not isinstance(metrics, dict) or metrics.get("status") not in ("ok", "diverged"):
+    if status not in ("ok", "diverged"):
         raise RecordError(f"{path / 'metrics.json'} has no valid status; it was edited by hand or damaged. {fix}")
-    missing = _unreadable(path, metrics["status"])
-    if missing:
-        raise IncompleteRecord(f"{path} is an incomplete run record ({', '.join(missing)}): never reused or "
-                               f"compared; its run is trained again (or: --force, make ... FORCE=1)")
     recorded = metrics.get("config_sha256")
     if recorded is not None and recorded != _config_sha(config.to_json() + "\n"):   # the content, not its layout
         raise RecordError(f"{path / 'config.json'} was changed after the run (it no longer matches the config "
                           f"recorded in metrics.json): its numbers belong to another config. {fix}")
-    lost = [k for k in OK_KEYS if k not in metrics] if metrics["status"] == "ok" else []
+    lost = [k for k in OK_KEYS if k not in metrics] if status == "ok" else []
     if lost:
         raise RecordError(f"{path / 'metrics.json'} is damaged or was edited by hand: {', '.join(lost)} missing. "
                           f"{fix}")
-    try:
-        history = json.loads((path / "history.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecordError(f"{path / 'history.json'} cannot be read ({e}). {fix}") from None
     return Record(path, config, metrics, history)
+
+
+def _is_record(folder: Path) -> bool:
+    """A record folder, complete or not: metrics.json, or config.json among record files only (not best/)."""
+    names = set(os.listdir(folder))
+    return RECORD_MARKER in names or ("config.json" in names and names <= set(RECORD_FILES))
 
 
 class Found(list):
@@ -263,7 +277,7 @@ def find_records(root, option: str = "--runs") -> Found:
                 if entry.is_symlink():
                     found.skipped.append(f"{path}: a link - cifarlab does not follow links to folders (train and "
                                          f"sweeps refuse them too); copy the folder here instead")
-                elif (path / RECORD_MARKER).exists():
+                elif _is_record(path):
                     try:
                         found.append(load_record(path))
                     except RecordError as e:

@@ -50,6 +50,7 @@ def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status
     import torch
 
     from cifarlab.classes import select_classes
+    from cifarlab.figures import placeholder_png
     from cifarlab.models import build_model
     from cifarlab.records import identity_fields
 
@@ -65,8 +66,10 @@ def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status
         np.savez(path / f"{split}_predictions.npz", logits=np.zeros((len(c), 2), np.float32),
                  pred=(~c).astype(np.int64), true=true)
     torch.save(build_model(cfg).state_dict(), path / "model.pt")
-    for name in ("curves.png", "confusion.png", "report_train.txt", "report_test.txt"):
-        (path / name).write_bytes(b"stand-in")
+    for name in ("curves.png", "confusion.png"):
+        (path / name).write_bytes(placeholder_png(name))
+    for name in ("report_train.txt", "report_test.txt"):
+        (path / name).write_text("stand-in")
     metrics = {"status": status, "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
                "val_acc": mean(val_correct), "test_acc": mean(test_correct), "test_macro_f1": mean(test_correct),
                "train_acc": 1.0, "train_seconds": train_seconds,
