@@ -100,6 +100,14 @@ def check_writable_dir(path, option: str = "--out") -> Path:
     Raises :class:`OutputError` naming ``option`` when it is a file, lies under a file, or is
     not writable, or too long for the file system (with room for what is written inside). Creates nothing."""
     path = user_path(path, option)
+    try:   # first: asking about too long a path is itself an error
+        name_max, path_max = os.pathconf(path.anchor, "PC_NAME_MAX"), os.pathconf(path.anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    room = 200   # a staging folder (~95 bytes) and a record's name and files inside it
+    if any(len(os.fsencode(p)) > name_max for p in path.parts) or len(os.fsencode(str(path))) + room > path_max:
+        raise OutputError(f"{option} {path} is too long for this file system (at most {name_max} bytes a name, "
+                          f"{path_max - room} in all, leaving room for the files written inside): pass a shorter path")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path} is a file, not a folder: pass a folder path")
     probe = path
@@ -111,14 +119,6 @@ def check_writable_dir(path, option: str = "--out") -> Path:
         raise OutputError(f"{option} {path} lies under {probe}, which is a file: pass a folder path")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: {probe} is not writable for this user; pass a folder you can write to")
-    try:
-        name_max, path_max = os.pathconf(probe, "PC_NAME_MAX"), os.pathconf(probe, "PC_PATH_MAX")
-    except (OSError, ValueError):
-        name_max, path_max = 255, 4096
-    room = 200   # a staging folder (~95 bytes) and a record's name and files inside it
-    if any(len(os.fsencode(p)) > name_max for p in path.parts) or len(os.fsencode(str(path))) + room > path_max:
-        raise OutputError(f"{option} {path} is too long for this file system (at most {name_max} bytes a name, "
-                          f"{path_max - room} in all, leaving room for the files written inside): pass a shorter path")
     return path
 
 
