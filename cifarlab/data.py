@@ -163,17 +163,18 @@ class _CifarUnpickler(pickle.Unpickler):
     """Reads what the CIFAR-100 pickles hold - dicts, lists, strings, bytes, numbers and numpy arrays - and
     nothing else: a pickle may name any function to call, so a crafted file could run code. The official
     files name only numpy's array rebuilder (numpy.core.multiarray._reconstruct, numpy._core... in numpy 2),
-    numpy.ndarray and numpy.dtype."""
+    numpy.ndarray and numpy.dtype; a copy pickled again by Python 3 (protocol 2) adds _codecs.encode for bytes."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-100 pickle never does (refused: "
                                          f"unpickling it could run code)")
-        return {"_reconstruct": np.ndarray.__reduce__(np.zeros(1))[0], "ndarray": np.ndarray,
-                "dtype": np.dtype}[name]
+        import codecs
+        return {"_reconstruct": np.ndarray.__reduce__(np.zeros(1))[0], "ndarray": np.ndarray, "dtype": np.dtype,
+                "encode": codecs.encode}[name]
 
 
 def _unpickle(path: Path) -> dict:
