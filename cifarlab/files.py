@@ -55,9 +55,8 @@ _WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the
 
 
 def user_path(value, option: str) -> Path:
-    """A path given by a user - an option, a notebook parameter, an environment variable - as cifarlab uses
-    it: ``~`` expanded, relative to the working directory, made absolute. Called before the path is checked,
-    used or printed, so all three see the same folder."""
+    """A user's path (option, notebook parameter, environment variable) as used, checked and printed: ``~``
+    expanded, made absolute from the working directory."""
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise OutputError(f"{option} {value!r} is not a path: give a folder path as a string, e.g. 'runs'")
     return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
@@ -174,9 +173,8 @@ def staging_dir(parent, name: str) -> Path:
 
 @contextlib.contextmanager
 def building(parent, name: str):
-    """A staging folder (:func:`staging_dir`) to build ``parent/name`` in and publish from; removed whatever
-    happens. A write that fails for want of space, quota or a writable disk is one :class:`WriteError`
-    naming the path and the reason; what was already saved is untouched."""
+    """A staging folder to build ``parent/name`` in, removed whatever happens; a write failing for want of
+    space, quota or a writable disk is one :class:`WriteError` naming the path and the reason."""
     tmp = None
     try:
         tmp = staging_dir(parent, name)
@@ -194,13 +192,10 @@ def building(parent, name: str):
 
 @contextlib.contextmanager
 def locked(folder, shared: bool = False):
-    """Hold a lock on ``folder`` itself (flock on the folder: no lock file is left anywhere): exclusive to
-    replace an entry of it, shared to read its entries.
-
-    Why a lock and not a publish without a gap: replacing a folder is two renames (aside, then in), and the
-    one-step swap (Linux renameat2 RENAME_EXCHANGE) has no portable Python call; under this lock the two
-    renames are one step for every cifarlab process on this machine, and readers wait only while a record
-    is being swapped. Where there is no flock (Windows) or no folder yet, nothing is locked."""
+    """flock on ``folder`` itself (no lock file): exclusive to replace an entry, shared to read entries. Why a
+    lock, not a gapless publish: a replace is two renames, and the one-step swap (renameat2 RENAME_EXCHANGE)
+    has no portable Python call; the lock makes the two one step for every cifarlab process on this machine.
+    Without flock (Windows) or a folder, nothing is locked."""
     fd = None
     try:
         import fcntl

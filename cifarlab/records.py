@@ -19,14 +19,10 @@ moved into place in one rename (``metrics.json`` is written last): a crash never
 record, and a reader never sees one. A record is replaced only by a complete run of the same
 identity (``--force``); a diverged run never replaces a complete one - it is written beside it.
 
-A record is *complete* when every file its readers need (:data:`NEEDED`) is there and readable -
-decided here once (:func:`load_record`), for resume, compare, sweeps and reload alike. An incomplete
-one is listed as such with what is missing, never reused, and trained again (:func:`reusable_record`:
-the one place that decides whether a run is skipped because it is recorded).
-
-Record folders that are links are refused everywhere: train and sweeps refuse to write through them,
-and compare lists them as not read (cifarlab never follows a link to a record folder, so a record is
-counted once, where it is).
+A record is *complete* when every file its readers need (:data:`NEEDED`) is there and readable,
+decided once (:func:`load_record`) for resume, compare, sweeps and reload; an incomplete one is listed
+with what is missing, never reused, and trained again (:func:`reusable_record`). Record folders that
+are links are refused everywhere (train, sweeps) and listed as not read by compare.
 """
 from __future__ import annotations
 
