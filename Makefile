@@ -18,6 +18,7 @@ POOLINGS        ?= stride max avg
 EPOCHS          ?=
 TEMPLATE_EPOCHS ?= 150
 DATA_DIR        ?=
+# FORCE: 1/true/yes/on retrains runs whose records exist; 0/false/no/off or empty reuses them
 FORCE           ?=
 
 # make sweep parameters (MODELS, POOLINGS, SEEDS, EPOCHS, TEMPLATE_EPOCHS, DATA_DIR, FORCE as above), e.g.
@@ -86,14 +87,14 @@ run-all: setup
 	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
 		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
-		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(FORCE),--force)
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(strip $(FORCE)),--force "$(strip $(FORCE))")
 
 sweep: setup
 	$(PY) -m cifarlab sweep $(foreach s,$(SWEEP_SUBSETS),--classes "$(s)") --models $(MODELS) --poolings $(POOLINGS) \
 		--seeds $(SEEDS) --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
 		$(if $(strip $(ADDRESS)),--address $(strip $(ADDRESS))) $(if $(strip $(CPUS_PER_RUN)),--cpus-per-run $(CPUS_PER_RUN)) \
-		$(if $(strip $(GPUS_PER_RUN)),--gpus-per-run $(GPUS_PER_RUN)) $(if $(strip $(FORCE)),--force) \
+		$(if $(strip $(GPUS_PER_RUN)),--gpus-per-run $(GPUS_PER_RUN)) $(if $(strip $(FORCE)),--force "$(strip $(FORCE))") \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 bench: setup

@@ -30,6 +30,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _flag(value: str) -> bool:
+    """``--force`` alone is on; ``--force 0/no/off`` (what ``make FORCE=0`` passes) is off: the config's coercion."""
+    from .config import ConfigError, coerce
+    try:
+        return coerce("--force", value, bool)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """Every RunConfig field as an option. Values stay strings here: the config checks and coerces
     them, so the command line and Python give the same one-line errors."""
@@ -63,7 +72,7 @@ def _compare(args) -> int:
     c = compare_and_save(args.runs, args.best, args.experiment, args.data_dir)
     print(c.report())
     if c.saved is not None:
-        print(f"\nsaved {c.choice.record.path} to {args.best} with model.onnx (opset {c.saved['opset']}, "
+        print(f"\nsaved {c.choice.record.path} to {c.saved['folder']} with model.onnx (opset {c.saved['opset']}, "
               f"max |onnxruntime - torch| {max(c.saved['max_abs_diff'].values()):.2e})")
     return 0
 
@@ -107,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs", help="folder for run records (default runs)")
     t.add_argument("--data-dir", default=None, help="CIFAR-100 folder (default $CIFARLAB_DATA or ~/.cache/cifarlab)")
     t.add_argument("--live", default="auto", choices=["auto", "bar", "quiet", "none"], help="progress display")
-    t.add_argument("--force", action="store_true",
+    t.add_argument("--force", nargs="?", const=True, default=False, type=_flag, metavar="yes|no",
                    help="retrain even when a complete record of this exact run exists (default: reuse it)")
     _add_config_options(t)
     t.set_defaults(func=_train)
@@ -153,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "subset once and sends it to the workers)")
     s.add_argument("--worker-data-dir", default=None,
                    help="ray: workers load the classes from this folder on their own disk instead")
-    s.add_argument("--force", action="store_true", help="retrain runs whose records exist (default: skip them)")
+    s.add_argument("--force", nargs="?", const=True, default=False, type=_flag, metavar="yes|no",
+                   help="retrain runs whose records exist (default: skip them)")
     s.add_argument("--no-bar", action="store_true", help="no progress bar (a line per finished run still)")
     s.set_defaults(func=_sweep)
     k = sub.add_parser("classes", help="list the 100 classes by superclass")
@@ -165,7 +175,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import CifarlabError
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()   # here, where a closed pipe is caught, not at exit
+        return rc
+    except BrokenPipeError:   # `... | head` stopped reading: end quietly, as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141   # 128 + SIGPIPE: the shell's status for a writer whose reader went away
     except CifarlabError as e:
         if os.environ.get("CIFARLAB_DEBUG"):
             raise

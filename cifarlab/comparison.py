@@ -25,6 +25,7 @@ import numpy as np
 from .classes import ClassSelectionError, select_classes
 from .config import RUNTIME_FIELDS
 from .errors import CifarlabError
+from .files import user_path
 from .records import Record, find_records
 
 CONFIDENCE = 0.95
@@ -66,9 +67,10 @@ class Experiment:
     id: str
     name: str
     label: str
-    records: list[Record]                                   # complete, not dry runs
+    records: list[Record]                                   # complete, not dry runs, each run once
     diverged: list[Record] = field(default_factory=list)
     legacy: list[Record] = field(default_factory=list)      # written by cifarlab 0.1.0: no paired data
+    copies: int = 0                                         # records of a run already counted
 
     @property
     def classes(self) -> tuple[int, ...]:
@@ -77,7 +79,18 @@ class Experiment:
     def describe(self) -> str:
         d = f", {len(self.diverged)} diverged" if self.diverged else ""
         old = f", {len(self.legacy)} from an older cifarlab" if self.legacy else ""
-        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d}{old})"
+        copies = f"; {self.copies} copies of those runs counted once" if self.copies else ""
+        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d}{old}{copies})"
+
+
+def _once(records: list[Record]) -> list[Record]:
+    """A run copied into a second folder counts once: the folder named for it wins."""
+    runs: dict[str, Record] = {}
+    for r in records:
+        other = runs.get(r.config.run_id)
+        if other is None or r.path.name == r.config.run_name:
+            runs[r.config.run_id] = r
+    return list(runs.values())
 
 
 def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
@@ -97,23 +110,28 @@ def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
             e.legacy.append(r)
         else:
             (e.records if r.ok else e.diverged).append(r)
+    for e in by_id.values():
+        n, e.records = len(e.records), _once(e.records)
+        e.copies = n - len(e.records)
     return sorted(by_id.values(), key=lambda e: e.name), dry
 
 
-def select_experiment(found: list[Experiment], which=None, where="") -> Experiment:
-    """The experiment named by ``which`` (its name, or its classes as ids/names/superclass), or the only
-    one there is. Several and no ``which``: an error that lists them and says what to pass."""
+def select_experiment(found: list[Experiment], which=None, where="", skipped=()) -> Experiment:
+    """The experiment named by ``which`` - only by what a user sees: its name, or its classes as
+    ids/names/superclass - or the only one there is. Several and no ``which``, or a ``which`` that names
+    none or several: an error that lists the candidates and says what to pass."""
     listing = "\n".join(f"  - {e.describe()}" for e in found)
     if not found:
         raise ComparisonError(f"no run records to compare{where} (dry runs never are): train some runs first "
-                              f"(python -m cifarlab train --out RUNS; make run-all writes them to out/runs)")
+                              f"(python -m cifarlab train --out RUNS; make run-all writes them to out/runs)"
+                              + "".join(f"\n  not read: {s}" for s in skipped))
     if which is None or which == "" or which == []:
         if len(found) == 1:
             return found[0]
         raise ComparisonError(f"{len(found)} experiments found{where}; records of different experiments are never "
                               f"compared together. Choose one with --experiment NAME (notebook: EXPERIMENT = ...), "
                               f"by its name or its classes:\n{listing}")
-    matches = [e for e in found if e.name == str(which) or e.id.startswith(str(which))]
+    matches = [e for e in found if e.name == str(which)]
     if not matches:
         try:
             ids = select_classes(which).ids
@@ -181,14 +199,8 @@ _ORDER = {"stride": 0, "max": 1, "avg": 2}
 def group_records(records: list[Record], dry_runs: bool = False) -> list[Group]:
     """Complete records grouped by configuration (identity minus seed), improved net first. Dry runs are
     left out unless ``dry_runs`` (a smoke test of a script that compares)."""
-    runs: dict[str, Record] = {}
-    for r in records:  # a run copied into a second folder counts once: the folder named for it wins
-        if r.ok and (dry_runs or not r.config.dry_run):
-            other = runs.get(r.config.run_id)
-            if other is None or r.path.name == r.config.run_name:
-                runs[r.config.run_id] = r
     groups: dict[str, list[Record]] = defaultdict(list)
-    for r in runs.values():
+    for r in _once([r for r in records if r.ok and (dry_runs or not r.config.dry_run)]):
         groups[r.config.config_id].append(r)
     out = [Group(k, sorted(rs, key=lambda r: r.config.seed)) for k, rs in groups.items()]
     _label(out)
@@ -431,6 +443,7 @@ class Comparison:
     no_choice: str | None
     verdicts: str
     saved: dict | None = None     # the ONNX check of best/, when compare_and_save saved it
+    skipped: list = field(default_factory=list)   # records in the folder not read (incomplete, damaged, links)
 
     def summary(self) -> str:
         """Which experiment, and what was left out of it."""
@@ -442,6 +455,7 @@ class Comparison:
             lines.append(f"({self.dry_runs} dry-run record{'s' if self.dry_runs > 1 else ''} ignored)")
         for r in self.experiment.diverged:
             lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
+        lines += [f"not read: {s}" for s in self.skipped]
         for r in self.experiment.legacy:
             lines.append(f"written by an older cifarlab, not compared (no paired data): {r.path} - make run-all "
                          f"or python -m cifarlab train retrains it into a new record beside it")
@@ -478,9 +492,10 @@ def compare(runs, experiment=None, records=None) -> Comparison:
     """Compare the records of one experiment under ``runs`` (``experiment``: its name or classes; needed
     only when the folder holds several). ``records``: ``find_records(runs)`` when the caller has it already
     (one experiment after another from the same folder)."""
-    runs = Path(runs)
-    found, dry = experiments(find_records(runs) if records is None else records)
-    exp = select_experiment(found, experiment, where=f" in {runs}")
+    records = find_records(runs) if records is None else records
+    runs, skipped = user_path(runs, "--runs"), getattr(records, "skipped", [])
+    found, dry = experiments(records)
+    exp = select_experiment(found, experiment, f" in {runs}", skipped)
     groups = group_records(exp.records)
     if not groups:
         raise ComparisonError(f"experiment {exp.name} in {runs} has no complete runs to compare "
@@ -492,19 +507,20 @@ def compare(runs, experiment=None, records=None) -> Comparison:
     except ComparisonError as e:
         no_choice = str(e)
     return Comparison(runs, exp, [e for e in found if e is not exp], dry, groups, choice, no_choice,
-                      distinguishability(groups))
+                      distinguishability(groups), skipped=skipped)
 
 
 def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Comparison:
     """Compare, choose, and save the chosen run to ``best`` (state_dict, ONNX checked against PyTorch,
     ``selection.json``): what notebook 02 and ``python -m cifarlab compare --best`` both call.
 
-    ``best`` is checked before anything else; it is replaced only when it is a previous best folder."""
+    ``best`` is checked before anything else; it is replaced only when it is a previous best folder.
+    ``best=None`` compares without saving (as ``compare`` without ``--best``): ``.saved`` stays None."""
     from .data import data_source, subset_for
     from .export import check_best_target, save_best
 
     if best is not None:
-        check_best_target(best)
+        best = check_best_target(best)   # expanded: the folder used and named
     c = compare(runs, experiment)
     if best is not None:
         if c.choice is None:
@@ -518,5 +534,5 @@ def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Compari
                      "paired_method": PAIRED_METHOD, "distinguishable": c.verdicts,
                      "configurations": {g.label: [str(r.path) for r in g.records] for g in c.groups},
                      "run_id": rec.config.run_id}
-        c.saved = save_best(rec, best, selection, images)
+        c.saved = {**save_best(rec, best, selection, images), "folder": str(best)}
     return c

@@ -182,8 +182,10 @@ def _digest(obj) -> str:
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def _coerce(name: str, value, typ):
-    """``value`` as ``typ`` when that is unambiguous, else a ConfigError naming the field."""
+def coerce(name: str, value, typ):
+    """``value`` as ``typ`` (bool, int, float, str) when that is unambiguous, else a ConfigError naming
+    ``name``: the one parser of every value from papermill, YAML, JSON, make and the environment
+    (booleans: 0/false/no/off, 1/true/yes/on)."""
     bad = lambda what: ConfigError(f"{name}={value!r} is not allowed: expected {what}")
     if typ is bool:
         if isinstance(value, bool):
@@ -273,7 +275,7 @@ def _validated(cfg: RunConfig) -> dict:
         elif value is None and f.name == "plot_every":
             pass
         else:
-            value = _coerce(f.name, value, _base_type(hints[f.name]))
+            value = coerce(f.name, value, _base_type(hints[f.name]))
         if f.name in CHOICES and value not in CHOICES[f.name]:
             raise ConfigError(f"{f.name}={value!r} is not allowed: {f.name} must be one of "
                               f"{', '.join(CHOICES[f.name])}")
@@ -378,5 +380,5 @@ def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, 
     return make_config(model, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
 
 
-__all__ = ["RunConfig", "make_config", "notebook_config", "PRESETS", "ConfigError", "MODELS", "POOLINGS",
+__all__ = ["RunConfig", "make_config", "notebook_config", "coerce", "PRESETS", "ConfigError", "MODELS", "POOLINGS",
            "PRECISIONS", "RUNTIME_FIELDS"]

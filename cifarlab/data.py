@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from .classes import ClassSelection, select_classes
 from .errors import CifarlabError
-from .files import publish_dir, staging_dir
+from .files import building, publish_dir, user_path
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 OFFICIAL_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -53,9 +52,9 @@ class DataError(CifarlabError, RuntimeError):
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The explicit argument, else ``$CIFARLAB_DATA``, else the per-user cache folder."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        return user_path(data_dir, "--data-dir")
     if os.environ.get("CIFARLAB_DATA"):
-        return Path(os.environ["CIFARLAB_DATA"]).expanduser()
+        return user_path(os.environ["CIFARLAB_DATA"], "$CIFARLAB_DATA")
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "cifarlab"
 
@@ -71,8 +70,7 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 def _extract(archive: Path, root: Path) -> Path:
     """Extract into a temporary folder beside the target, then move into place, so an
     interrupted or failed extraction never leaves a half folder that looks complete."""
-    tmp = staging_dir(root, "extract")
-    try:
+    with building(root, "extract") as tmp:
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(tmp)
@@ -84,8 +82,6 @@ def _extract(archive: Path, root: Path) -> Path:
         if not (tmp / FOLDER_NAME).is_dir():
             raise DataError(f"{archive} does not contain a {FOLDER_NAME}/ folder; is it the CIFAR-100 python archive?")
         return publish_dir(tmp / FOLDER_NAME, root / FOLDER_NAME)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_archive(root: Path, url: str | None = None, md5: str | None = None) -> Path:
@@ -163,13 +159,31 @@ def data_source(class_ids, data_dir=None) -> str:
     return "download"
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads what the CIFAR-100 pickles hold - dicts, lists, strings, bytes, numbers and numpy arrays - and
+    nothing else: a pickle may name any function to call, so a crafted file could run code. The official
+    files name only numpy's array rebuilder (numpy.core.multiarray._reconstruct, numpy._core... in numpy 2),
+    numpy.ndarray and numpy.dtype; a copy pickled again by Python 3 (protocol 2) adds _codecs.encode for bytes."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-100 pickle never does (refused: "
+                                         f"unpickling it could run code)")
+        import codecs
+        return {"_reconstruct": np.ndarray.__reduce__(np.zeros(1))[0], "ndarray": np.ndarray, "dtype": np.dtype,
+                "encode": codecs.encode}[name]
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path} is missing: the {FOLDER_NAME}/ folder is incomplete. "
                         f"Delete {path.parent} and run again to extract or download it afresh.")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="latin1")
+            d = _CifarUnpickler(f, encoding="latin1").load()
         if not isinstance(d, dict):
             raise TypeError(f"expected a dict, found {type(d).__name__}")
         return d

@@ -6,7 +6,6 @@ This is what the training notebook, ``python -m cifarlab train`` and a sweep's w
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from .config import RunConfig
 from .data import Subset, check_data_dir, subset_for
@@ -14,18 +13,18 @@ from .engine import TrainingDiverged, resolve_config, train
 from .evaluation import evaluate_final
 from .files import check_writable_dir
 from .liveview import make_view
-from .records import Record, check_record_target, find_record, load_record, write_record
+from .records import Record, load_record, reusable_record, write_record
 
 
-def preflight(cfg: RunConfig, out, data_dir=None) -> tuple[RunConfig, str]:
+def preflight(cfg: RunConfig, out, data_dir=None):
     """Everything that can be checked before training: the device and precision (resolved for this
-    machine), the output folder, the record's place in it, the data folder. Returns the resolved config
-    and why it runs in that precision; raises a one-line error (nothing trained for nothing)."""
+    machine), the output folder (expanded: the returned path is the one to use), the data folder. Returns
+    the resolved config, why it runs in that precision, and the output folder; raises a one-line error
+    (nothing trained for nothing). The record's place is checked by :func:`reusable_record`."""
     cfg, why = resolve_config(cfg)
-    check_writable_dir(out, "--out")
-    check_record_target(out, cfg)
+    out = check_writable_dir(out, "--out")
     check_data_dir(data_dir)
-    return cfg, why
+    return cfg, why, out
 
 
 def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
@@ -36,18 +35,14 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     (``record.reused``) and nothing is trained, unless ``force``. A diverged run (NaN/inf loss)
     still writes its record - beside, never over, a complete one - and raises
     :class:`cifarlab.engine.TrainingDiverged` saying where."""
-    out = Path(out)
-    cfg, why = preflight(cfg, out, data_dir)
-    if not force:
-        existing = find_record(out, cfg)
-        if existing is not None:
-            existing.reused = True
-            print(f"skipped: {cfg.title} (record exists: {existing.path}); force=True / --force retrains it",
-                  flush=True)
-            if existing.diverged:
-                raise TrainingDiverged(f"this run diverged before: {existing.metrics.get('error')} "
-                                       f"(record: {existing.path}; --force retrains it)", None)
-            return existing
+    cfg, why, out = preflight(cfg, out, data_dir)
+    existing = reusable_record(out, cfg, force)
+    if existing is not None:
+        print(f"skipped: {cfg.title} (record exists: {existing.path}); force=True / --force retrains it", flush=True)
+        if existing.diverged:
+            raise TrainingDiverged(f"this run diverged before: {existing.metrics.get('error')} "
+                                   f"(record: {existing.path}; --force retrains it)", None)
+        return existing
     if subset is None:
         subset = subset_for(cfg, data_dir)
     elif tuple(subset.classes.ids) != tuple(cfg.classes):

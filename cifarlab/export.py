@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,17 @@ from torch import nn
 
 from .config import ConfigError, RunConfig
 from .errors import CifarlabError
-from .files import Owned, check_replaceable, check_writable_dir, publish_dir, read_json, staging_dir, write_json
+from .files import (
+    Owned,
+    building,
+    check_replaceable,
+    check_writable_dir,
+    publish_dir,
+    read_json,
+    read_npz,
+    user_path,
+    write_json,
+)
 from .models import load_model
 
 ONNX_OPSET = 18
@@ -58,6 +69,20 @@ class ExportError(CifarlabError, RuntimeError):
     """An export or a reload that did not check out (a failed run, not a bad option)."""
 
     exit_code = 1
+
+
+def onnxruntime():
+    """onnxruntime, imported here only - with its telemetry off. On import it writes a device id and queues
+    telemetry events under ~/.cache/Microsoft/DeveloperTools unless ``ORT_DISABLE_TELEMETRY`` is set (read
+    by the library at import; checked with onnxruntime 1.32); ``disable_telemetry_events()`` stops the events
+    of one imported before us. torch's exporter may import onnxruntime too, so the variable is set at the
+    top of this module, before any export."""
+    import onnxruntime as ort
+    ort.disable_telemetry_events()
+    return ort
+
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def export_onnx(model: nn.Module, path, opset: int = ONNX_OPSET, quiet: bool = True) -> Path:
@@ -87,8 +112,8 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7),
 
     Returns the largest absolute difference per batch size; raises ExportError past tolerance."""
     import onnx
-    import onnxruntime as ort
 
+    ort = onnxruntime()
     path = Path(path)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -118,9 +143,15 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7),
 
 def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits from an ONNX file (or an open onnxruntime session) for uint8 NHWC images."""
-    import onnxruntime as ort
-    sess = path if isinstance(path, ort.InferenceSession) else ort.InferenceSession(
-        str(path), providers=["CPUExecutionProvider"])
+    ort = onnxruntime()
+    sess = path
+    if not isinstance(path, ort.InferenceSession):
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:   # onnxruntime's own errors (Fail, InvalidProtobuf, NoSuchFile) share no base class
+            raise ExportError(f"{path} cannot be loaded by onnxruntime ({str(e).splitlines()[0][:200]}): it is "
+                              f"missing or damaged; save best/ again (python -m cifarlab compare --runs RUNS "
+                              f"--best FOLDER, or notebook 02)") from None
     images = np.asarray(images)
     outs = [sess.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images[i:i + batch_size])})[0]
             for i in range(0, len(images), batch_size)]
@@ -136,7 +167,7 @@ def onnx_session(model: nn.Module):
     import tempfile
     import warnings
 
-    import onnxruntime as ort
+    ort = onnxruntime()
     model = copy.deepcopy(model).eval().cpu()
     with tempfile.TemporaryDirectory(prefix="cifarlab-measure-") as d:
         path = Path(d) / "m.onnx"
@@ -154,12 +185,11 @@ def onnx_session(model: nn.Module):
 def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int = 3) -> dict:
     """Median inference latency in onnxruntime on this machine's CPU: ms per image at batch 1, and ms
     per 256-image batch. Warm-up runs first, then the median of the repeats."""
-    import os
     import time
 
-    import onnxruntime as ort
-
     from .engine import cpu_name
+
+    ort = onnxruntime()
     x = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     out = {}
     for key, batch, repeats in (("latency_ms_b1", 1, repeats_b1), ("latency_ms_b256", 256, repeats_b256)):
@@ -180,7 +210,7 @@ def check_best_target(folder) -> Path:
     """Before anything is compared or written: ``folder`` may be new, empty, or a previous best/ folder
     (its marker present, nothing foreign in it). Anything else - a runs folder, a user's folder,
     a file - is refused with an error that says what is there."""
-    folder = Path(folder).expanduser()
+    folder = user_path(folder, "--best")
     check_writable_dir(folder.parent, "--best")
     check_replaceable(folder, BEST)
     return folder
@@ -191,8 +221,7 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
     predictions), export ONNX there and check it. Built beside and moved into place at once;
     ``folder`` is replaced only when it is a previous best/ folder (:func:`check_best_target`)."""
     folder = check_best_target(folder)
-    tmp = staging_dir(folder.parent, folder.name)
-    try:
+    with building(folder.parent, folder.name) as tmp:
         shutil.copy2(record.path / "model.pt", tmp / "model.pt")
         shutil.copy2(record.path / "config.json", tmp / "config.json")
         shutil.copy2(record.path / "test_predictions.npz", tmp / "test_predictions.npz")
@@ -208,18 +237,19 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
         from . import __version__
         write_json(tmp / BEST_MARKER, {"written_by": f"cifarlab {__version__}", "run": str(record.path)})
         publish_dir(tmp, folder, BEST)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return check
 
 
 def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
     """Rebuild the chosen model from ``best/`` alone: (model in eval mode, config, classes)."""
-    folder = Path(folder)
+    folder = user_path(folder, "BEST")
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder} has no config.json, so it is not a best/ folder: run the comparison notebook "
                           f"(02_compare.ipynb) or `python -m cifarlab compare --runs RUNS --best {folder}` first")
+    missing = sorted(f for f in BEST_FILES - {"selection.json", BEST_MARKER} if not (folder / f).is_file())
+    if missing:
+        raise ExportError(f"{folder} is an incomplete best/ folder ({', '.join(missing)} missing): save it again "
+                          f"(python -m cifarlab compare --runs RUNS --best {folder}, or notebook 02)")
     try:
         config = RunConfig.from_dict(read_json(folder / "config.json", "best folder", ExportError))
     except (ConfigError, TypeError) as e:
@@ -233,15 +263,19 @@ def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cp
     """Recompute the test predictions from ``best/`` alone, with PyTorch and with onnxruntime, and
     compare them with the recorded ones (see the module docstring for the tolerance). Raises
     ExportError when they do not match, or when ``best/`` holds another experiment's model."""
-    folder = Path(folder)
+    folder = user_path(folder, "BEST")
     model, config, classes = load_best(folder, device)
     if expected_classes is not None and tuple(expected_classes) != tuple(config.classes):
         raise ExportError(f"{folder} holds a model of classes {list(config.classes)} ({', '.join(classes['names'])}), "
                           f"but this reload expects classes {list(expected_classes)}: pass the best/ folder of that "
                           f"experiment (make run-all writes one per experiment: OUT/<experiment>/best)")
     recorded = read_json(folder / "recorded_metrics.json", "best folder", ExportError)
-    with np.load(folder / "test_predictions.npz") as z:
+    z = read_npz(folder / "test_predictions.npz", ExportError, f"Save best/ again (python -m cifarlab compare "
+                                                                f"--runs RUNS --best {folder}, or notebook 02)")
+    try:
         rec_logits, rec_pred, rec_true = z["logits"], z["pred"], z["true"]
+    except KeyError as e:
+        raise ExportError(f"{folder / 'test_predictions.npz'} is damaged ({e} missing): save best/ again") from None
     from .engine import predict_logits
     torch_logits = predict_logits(model, x_test.to(device)).cpu().numpy()
     onnx_logits = onnx_predict(folder / "model.onnx", x_test.cpu().numpy())

@@ -9,15 +9,23 @@ Three rules, used by the data layer, the run records and the ``best/`` folder al
   by its marker (:class:`Owned`, :func:`check_replaceable`); anything else there - a user's folder, a runs folder, a
   file - is refused with :class:`OutputError`, and nothing is touched.
 * Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo
-  in ``--out`` costs a second, not a trained model.
+  in ``--out`` costs a second, not a trained model. Every path a user gives goes through
+  :func:`user_path` first (``~`` expanded, made absolute): what is checked is what is used and printed.
+
+A write that fails for a reason outside cifarlab (disk full, quota, read-only, name too long) is one
+:class:`WriteError` naming the path (:func:`building`); replacing a folder holds a lock on its parent
+(:func:`locked`), so concurrent cifarlab processes never see a gap.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +40,26 @@ ASIDE_PREFIX = ".old-"     # a replaced folder, for the instant between two rena
 
 class OutputError(CifarlabError, ValueError):
     """An output location cannot be used; the message says what is there and what to pass instead."""
+
+
+class WriteError(OutputError):
+    """Writing failed for a reason outside cifarlab (no space, quota, read-only, name too long): a failed run."""
+
+    exit_code = 1
+
+
+# errno -> what it means for the user; anything else keeps its traceback (a bug to see)
+_WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+                 errno.EROFS: "the file system is read-only", errno.ENAMETOOLONG: "a file name is too long",
+                 errno.EACCES: "permission denied"}
+
+
+def user_path(value, option: str) -> Path:
+    """A user's path (option, notebook parameter, environment variable) as used, checked and printed: ``~``
+    expanded, made absolute from the working directory."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise OutputError(f"{option} {value!r} is not a path: give a folder path as a string, e.g. 'runs'")
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
 
 
 def clean_json(obj):
@@ -69,8 +97,16 @@ def check_writable_dir(path, option: str = "--out") -> Path:
     """Check, before any work, that ``path`` is (or can become) a writable folder.
 
     Raises :class:`OutputError` naming ``option`` when it is a file, lies under a file, or is
-    not writable. Creates nothing."""
-    path = Path(path).expanduser()
+    not writable, or too long for the file system (with room for what is written inside). Creates nothing."""
+    path = user_path(path, option)
+    try:   # first: asking about too long a path is itself an error
+        name_max, path_max = os.pathconf(path.anchor, "PC_NAME_MAX"), os.pathconf(path.anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    room = 200   # a staging folder (~95 bytes) and a record's name and files inside it
+    if any(len(os.fsencode(p)) > name_max for p in path.parts) or len(os.fsencode(str(path))) + room > path_max:
+        raise OutputError(f"{option} {path} is too long for this file system (at most {name_max} bytes a name, "
+                          f"{path_max - room} in all, leaving room for the files written inside): pass a shorter path")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path} is a file, not a folder: pass a folder path")
     probe = path
@@ -90,7 +126,7 @@ class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
     file, the only files written there, and (optionally) an older version's layout without the marker."""
 
-    marker: str
+    marker: str | tuple                           # a file (or any of several files) only this project writes there
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
@@ -109,7 +145,8 @@ def check_replaceable(target, owned: Owned) -> None:
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    ours = (target / owned.marker).is_file() or (owned.legacy is not None and owned.legacy(set(entries)))
+    markers = (owned.marker,) if isinstance(owned.marker, str) else owned.marker
+    ours = any((target / m).is_file() for m in markers) or (owned.legacy is not None and owned.legacy(set(entries)))
     if not ours:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
@@ -123,10 +160,65 @@ def check_replaceable(target, owned: Owned) -> None:
 
 
 def staging_dir(parent, name: str) -> Path:
-    """A fresh hidden folder inside ``parent`` (created) to build ``name`` in."""
+    """A fresh hidden folder inside ``parent`` (created) to build ``name`` in, with the permissions a plain
+    mkdir gives (mkdtemp makes 0700: a TA or a web server could not read the published folder)."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name[:80]}-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name[:80]}-", dir=parent))
+    umask = os.umask(0o022)   # reading the umask means setting it; put back at once
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
+@contextlib.contextmanager
+def building(parent, name: str):
+    """A staging folder to build ``parent/name`` in, removed whatever happens; a write failing for want of
+    space, quota or a writable disk is one :class:`WriteError` naming the path and the reason."""
+    tmp = None
+    try:
+        tmp = staging_dir(parent, name)
+        yield tmp
+    except OSError as e:
+        if e.errno not in _WRITE_ERRORS:
+            raise
+        raise WriteError(f"could not write {Path(parent) / name} ({_WRITE_ERRORS[e.errno]}: {e.filename or parent}); "
+                         f"nothing already saved was changed. Free space or pass another folder, and run again"
+                         ) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)   # gone already once published
+
+
+@contextlib.contextmanager
+def locked(folder, shared: bool = False):
+    """flock on ``folder`` itself (no lock file): exclusive to replace an entry, shared to read entries. Why a
+    lock, not a gapless publish: a replace is two renames, and the one-step swap (renameat2 RENAME_EXCHANGE)
+    has no portable Python call; the lock makes the two one step for every cifarlab process on this machine.
+    Without flock (Windows) or a folder, nothing is locked."""
+    fd = None
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)   # releases the lock
+
+
+def read_npz(path, error: type, fix: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (never pickles); missing or damaged is one ``error`` naming it, with ``fix``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise error(f"{path} is missing. {fix}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise error(f"{path} is damaged ({type(e).__name__}: {e}). {fix}") from None
 
 
 def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
@@ -135,8 +227,17 @@ def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
     A previous ``target`` is replaced only when ``owned`` says it is ours (checked here, and checked
     again once it has been moved aside, so nothing that appeared meanwhile is lost), and only once the
     new folder is complete: rename aside, rename in, delete. Without ``owned`` an existing target is
-    never replaced."""
+    never replaced. Done under :func:`locked` on the parent: a concurrent publisher waits, a reader never
+    sees the gap between the two renames."""
     target = Path(target)
+    with locked(target.parent):
+        aside = _swap_in(tmp, target, owned)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)   # hidden (.old-), so readers skip it meanwhile
+    return target
+
+
+def _swap_in(tmp: Path, target: Path, owned: Owned | None):
     aside = None
     if target.exists() or target.is_symlink():
         if owned is None:
@@ -159,11 +260,5 @@ def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
                 raise OutputError(f"could not publish {target} ({e}), nor put the previous one back: it is safe "
                                   f"in {aside}; move it back by hand") from e
         raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return target
+    return aside
 
-
-def is_hidden_work(path: Path) -> bool:
-    """Staging or aside folders: never read as outputs."""
-    return any(part.startswith((STAGING_PREFIX, ASIDE_PREFIX)) for part in Path(path).parts)

@@ -18,12 +18,19 @@ change their numbers never share a folder. A record is built in a hidden staging
 moved into place in one rename (``metrics.json`` is written last): a crash never leaves a half
 record, and a reader never sees one. A record is replaced only by a complete run of the same
 identity (``--force``); a diverged run never replaces a complete one - it is written beside it.
+
+A record is *complete* when every file its readers need (:data:`NEEDED`) is there and readable,
+decided once (:func:`load_record`) for resume, compare, sweeps and reload; an incomplete one is listed
+with what is missing, never reused, and trained again (:func:`reusable_record`). Record folders that
+are links are refused everywhere (train, sweeps) and listed as not read by compare.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import shutil
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +40,16 @@ import torch
 from .config import ConfigError, RunConfig
 from .figures import confusion_figure, plot_curves
 from .files import (
+    ASIDE_PREFIX,
+    STAGING_PREFIX,
     OutputError,
     Owned,
+    building,
     check_replaceable,
-    is_hidden_work,
+    locked,
     publish_dir,
-    read_json,
-    staging_dir,
+    read_npz,
+    user_path,
     write_json,
 )
 from .models import load_model
@@ -47,13 +57,23 @@ from .models import load_model
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",
                 "report_train.txt", "report_test.txt", "confusion.png", "test_predictions.npz",
                 "val_predictions.npz")
-RECORD_MARKER = "metrics.json"      # written last: its presence marks a complete record
+RECORD_MARKER = "metrics.json"      # written last: a finished run
+# What the readers of a record need, by its status: resume, compare, sweeps, show_record and best/ read these.
+NEEDED = {"ok": RECORD_FILES, "diverged": ("config.json", "metrics.json", "history.json")}
+# metrics.json keys the comparison, summaries and best/ read: without them a record is damaged.
+OK_KEYS = ("model", "pooling", "seed", "epochs", "device", "classes", "train_seconds", "train_acc", "val_acc",
+           "test_acc", "n_val", "n_test", "overfitting")
 DIVERGED_SUFFIX = "_diverged"
-RECORD = Owned(RECORD_MARKER, frozenset(RECORD_FILES), "--out", "run record")
+# A folder holding either file (and record files only) is a record, complete or not: it may be replaced.
+RECORD = Owned(("config.json", RECORD_MARKER), frozenset(RECORD_FILES), "--out", "run record")
 
 
 class RecordError(OutputError):
     """A record folder that cannot be read as it is; the message names the file and what to do."""
+
+
+class IncompleteRecord(RecordError):
+    """A record missing a file its readers need (or holding an unreadable one): trained again, never reused."""
 
 
 def _config_sha(text: str) -> str:
@@ -93,10 +113,9 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
     A diverged run (``evaluation`` None) goes beside a complete record of the same identity
     (:func:`record_target`)."""
     cfg: RunConfig = result.config
-    out = Path(out)
+    out = user_path(out, "--out")
     target = record_target(out, cfg, ok=evaluation is not None)
-    tmp = staging_dir(out, target.name)
-    try:
+    with building(out, target.name) as tmp:
         config_text = cfg.to_json() + "\n"
         (tmp / "config.json").write_text(config_text)
         write_json(tmp / "history.json", result.history)
@@ -109,7 +128,9 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
                        "classes": subset.classes.to_dict() if subset is not None else list(cfg.classes)}
         else:
             metrics = {"status": "ok", **evaluation.metrics, **ident}
-            torch.save(result.model.state_dict(), tmp / "model.pt")
+            buf = io.BytesIO()   # torch's own file writer hides why a write failed (a full disk): Python's says it
+            torch.save(result.model.state_dict(), buf)
+            (tmp / "model.pt").write_bytes(buf.getvalue())
             (tmp / "report_train.txt").write_text(evaluation.report_train)
             (tmp / "report_test.txt").write_text(evaluation.report_test)
             names = evaluation.metrics["classes"]["names"]
@@ -117,11 +138,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
                                                                                              dpi=100)
             for split, p in evaluation.predictions.items():
                 np.savez_compressed(tmp / f"{split}_predictions.npz", **p)
-        write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete record
+        write_json(tmp / "metrics.json", metrics)  # last: its presence marks a finished run
         return publish_dir(tmp, target, RECORD)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _status(folder: Path):
@@ -154,68 +172,139 @@ class Record:
 
     def predictions(self, split: str = "test") -> dict[str, np.ndarray]:
         """Recorded ``logits``, ``pred`` and ``true`` of the ``test`` or ``val`` split."""
-        path = self.path / f"{split}_predictions.npz"
-        if not path.is_file():
-            raise RecordError(f"{path} is missing: this record was written by an older cifarlab or damaged. "
-                              f"Train that run again (python -m cifarlab train, or make run-all, writes a new "
-                              f"record beside it), or delete {self.path}")
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        with locked(self.path.parent, shared=True):   # never between the two renames of a replace
+            return read_npz(self.path / f"{split}_predictions.npz", RecordError,
+                            f"Train that run again (python -m cifarlab train --force, or make run-all FORCE=1), "
+                            f"or delete {self.path}")
+
+
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - len(tail)))
+        return f.read() == tail
+
+
+def _unreadable(path: Path, status) -> list[str]:
+    """What of :data:`NEEDED` is missing or cannot be read in the record folder ``path``."""
+    bad = []
+    for name in NEEDED.get(status, RECORD_FILES):
+        f = path / name
+        if not f.is_file():
+            bad.append(f"{name} missing")
+        elif (not os.access(f, os.R_OK) or f.stat().st_size == 0
+              or (f.suffix in (".pt", ".npz") and not zipfile.is_zipfile(f))    # both are zip files
+              or (f.suffix == ".png" and not _ends_with(f, b"IEND\xaeB`\x82"))):   # a PNG's last chunk
+            bad.append(f"{name} unreadable")
+    return bad
 
 
 def load_record(path) -> Record:
-    """Read one record; a missing, damaged or hand-edited file is a :class:`RecordError` naming it."""
+    """Read one complete record. One that is not (a file of :data:`NEEDED` missing or unreadable) is an
+    :class:`IncompleteRecord` saying what; one whose files disagree (edited by hand) a :class:`RecordError`."""
     path = Path(path)
-    if not (path / RECORD_MARKER).is_file():
-        raise RecordError(f"{path} is not a complete run record ({RECORD_MARKER} is missing); "
-                          f"the run that wrote it did not finish. Train it again.")
     fix = f"Restore it, or delete {path} and train that run again."
+    incomplete = lambda what: IncompleteRecord(f"{path} is an incomplete run record ({what}): never reused or "
+                                               f"compared; its run is trained again (or: --force, make FORCE=1)")
+    if not (path / RECORD_MARKER).is_file():
+        raise incomplete(f"{RECORD_MARKER} missing")
+    texts = {}
+    for name in (RECORD_MARKER, "history.json", "config.json"):
+        try:
+            text = (path / name).read_text()
+            texts[name] = text if name == "config.json" else json.loads(text)
+            if name == RECORD_MARKER:   # its status says which files the record needs
+                status = texts[name].get("status") if isinstance(texts[name], dict) else None
+                missing = _unreadable(path, status)
+                if missing:
+                    raise incomplete(", ".join(missing))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:   # as good as missing
+            raise incomplete(f"{name} unreadable: {e}") from None
+    metrics, history, config_text = texts[RECORD_MARKER], texts["history.json"], texts["config.json"]
     try:
-        config_text = (path / "config.json").read_text()
         config = RunConfig.from_dict(json.loads(config_text))
-    except FileNotFoundError:
-        raise RecordError(f"{path / 'config.json'} is missing. {fix}") from None
     except json.JSONDecodeError as e:
-        raise RecordError(f"{path / 'config.json'} is not valid JSON ({e}). {fix}") from None
+        raise incomplete(f"config.json unreadable: {e}") from None
     except (ConfigError, TypeError) as e:
         raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
-    metrics = read_json(path / "metrics.json", "run record", RecordError)
-    if not isinstance(metrics, dict) or metrics.get("status") not in ("ok", "diverged"):
+    if status not in ("ok", "diverged"):
         raise RecordError(f"{path / 'metrics.json'} has no valid status; it was edited by hand or damaged. {fix}")
     recorded = metrics.get("config_sha256")
-    if recorded is not None and recorded != _config_sha(config_text):
+    if recorded is not None and recorded != _config_sha(config.to_json() + "\n"):   # the content, not its layout
         raise RecordError(f"{path / 'config.json'} was changed after the run (it no longer matches the config "
                           f"recorded in metrics.json): its numbers belong to another config. {fix}")
-    try:
-        history = json.loads((path / "history.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecordError(f"{path / 'history.json'} cannot be read ({e}). {fix}") from None
+    lost = [k for k in OK_KEYS if k not in metrics] if status == "ok" else []
+    if lost:
+        raise RecordError(f"{path / 'metrics.json'} is damaged or was edited by hand: {', '.join(lost)} missing. "
+                          f"{fix}")
     return Record(path, config, metrics, history)
 
 
-def find_records(root) -> list[Record]:
-    """Every record under ``root`` (any depth; ok and diverged, dry runs too), sorted by model, pooling,
-    seed. Staging folders are skipped; a damaged record is an error that names it."""
-    root = Path(root)
+def _is_record(folder: Path) -> bool:
+    """A record folder, complete or not: metrics.json, or config.json among record files only (not best/)."""
+    names = set(os.listdir(folder))
+    return RECORD_MARKER in names or ("config.json" in names and names <= set(RECORD_FILES))
+
+
+class Found(list):
+    """The records found under a folder, and ``skipped``: one line for each one not read, and why."""
+
+    skipped: list
+
+
+def find_records(root, option: str = "--runs") -> Found:
+    """Every complete record under ``root`` (any depth; ok and diverged, dry runs too), sorted by model,
+    pooling, seed. Staging folders are skipped; an incomplete or damaged record, or a link to a folder, is
+    not read and listed in ``.skipped``. Each folder is read under a shared :func:`locked`: a record being
+    replaced by another process is seen before or after, never missing."""
+    root = user_path(root, option)
     if not root.is_dir():
         raise RecordError(f"the runs folder {root} does not exist"
                           + (" (it is a file)" if root.exists() else "")
                           + ": train some runs first (python -m cifarlab train --out RUNS, or make run-all)")
-    records = [load_record(p.parent) for p in sorted(root.rglob(RECORD_MARKER))
-               if not is_hidden_work(p.relative_to(root))]
-    return sorted(records, key=lambda r: (r.config.model, r.config.pooling, r.config.seed, str(r.path)))
+    found, folders = Found(), [root]
+    found.skipped = []
+    while folders:
+        folder = folders.pop()
+        with locked(folder, shared=True):
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                path = Path(entry.path)
+                if entry.name.startswith((STAGING_PREFIX, ASIDE_PREFIX)) or not entry.is_dir():
+                    continue
+                if entry.is_symlink():
+                    found.skipped.append(f"{path}: a link - cifarlab does not follow links to folders (train and "
+                                         f"sweeps refuse them too); copy the folder here instead")
+                elif _is_record(path):
+                    try:
+                        found.append(load_record(path))
+                    except RecordError as e:
+                        found.skipped.append(str(e))
+                else:
+                    folders.append(path)
+    found.sort(key=lambda r: (r.config.model, r.config.pooling, r.config.seed, str(r.path)))
+    return found
 
 
-def find_record(out, cfg: RunConfig):
-    """The complete record of exactly this run (same identity) under ``out``, or None."""
+def reusable_record(out, cfg: RunConfig, force: bool = False, say=print):
+    """Whether a run is skipped because it is recorded - the one decision, for train, the notebooks,
+    ``make run-all`` and sweeps: the complete record of exactly this run (same identity) under ``out``,
+    marked ``reused``; None when the run must be trained: ``force``, no record, or an incomplete one (said
+    with ``say``; training replaces it). A link, or a folder cifarlab did not write, is refused either way."""
+    check_record_target(out, cfg)
     path = record_path(out, cfg)
-    if not (path / RECORD_MARKER).is_file():
+    if force or not path.exists():
         return None
-    rec = load_record(path)
+    try:
+        with locked(path.parent, shared=True):
+            rec = load_record(path)
+    except IncompleteRecord as e:
+        say(f"not reused: {e}")
+        return None
     if rec.config.identity() != cfg.identity():
         raise RecordError(f"{path} holds a run of another config than its name says (a hand-edited or copied "
                           f"record); move it away, or train with --force to replace it")
+    rec.reused = True
     return rec
 
 
-__all__ = ["Record", "RecordError", "find_records", "find_record", "load_record", "write_record", "RECORD_FILES"]
+__all__ = ["Record", "RecordError", "IncompleteRecord", "find_records", "reusable_record", "load_record",
+           "write_record", "RECORD_FILES", "NEEDED"]

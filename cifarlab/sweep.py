@@ -256,7 +256,7 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     The files are written to a staging folder and read back with the records' own checks (complete,
     config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
     beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
-    from .files import publish_dir, staging_dir
+    from .files import building, publish_dir, user_path
     from .records import (
         RECORD,
         RECORD_FILES,
@@ -272,10 +272,9 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
-    out = Path(out)
+    out = user_path(out, "--out")
     check_record_target(out, cfg)
-    tmp = staging_dir(out, cfg.run_name)
-    try:
+    with building(out, cfg.run_name) as tmp:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
             (tmp / name).write_bytes(files[name])
         staged = load_record(tmp)
@@ -283,9 +282,6 @@ def publish_record(out, cfg: RunConfig, payload: dict):
             raise RecordError(f"the worker sent back a record of another run than {cfg.run_name}; nothing was "
                               f"written")
         staged.path = publish_dir(tmp, record_target(out, cfg, staged.ok), RECORD)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return staged
 
 
@@ -301,6 +297,9 @@ class LocalEngine:
     """One run after another in this process."""
 
     def __init__(self, cpus_per_run=None, log=print):
+        if cpus_per_run is not None and cpus_per_run > _cores():   # Ray refuses more than a node has: so do we
+            raise SweepError(f"--cpus-per-run {cpus_per_run:g}, but this machine has {_cores()} cores available "
+                             f"to this process: give at most {_cores()}")
         self.threads = None if cpus_per_run is None else max(1, int(cpus_per_run))
         self.workers = 1
         self.log = log
@@ -398,6 +397,22 @@ def import_ray(loopback: bool):
     return ray
 
 
+def _check_ray_tmpdir() -> None:
+    """A local Ray puts Unix sockets under $RAY_TMPDIR (else $TMPDIR, else /tmp):
+    <tmp>/ray/session_<date>_<time>_<pid>/sockets/plasma_store, and a socket path has at most 107 bytes
+    (103 on macOS). Too long a folder is one line here, not a traceback from inside Ray."""
+    from .files import user_path
+    var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if os.environ.get(v)), None)
+    tmp = user_path(os.environ[var], f"${var}") if var else Path("/tmp")
+    if var == "RAY_TMPDIR":
+        os.environ[var] = str(tmp)    # Ray does not expand ~
+    limit = (103 if sys.platform == "darwin" else 107) - len("/ray/session_2025-01-01_00-00-00_000000_4194304"
+                                                             "/sockets/plasma_store")
+    if len(os.fsencode(str(tmp))) > limit:
+        raise SweepError(f"${var} {tmp} is too long for a local Ray: its socket paths under it would pass the "
+                         f"system's limit; set RAY_TMPDIR to a folder of at most {limit} bytes (e.g. /tmp/ray-$USER)")
+
+
 class RayEngine:
     """Runs as Ray tasks: a local Ray started here, a cluster joined by address, or the Ray runtime this
     process already initialized."""
@@ -424,7 +439,9 @@ class RayEngine:
 
     # -- start / connect -------------------------------------------------------------------------------
     def check(self) -> None:
-        """Before any data is loaded: Ray importable, the address well-formed and answering."""
+        """Before any data is loaded: Ray's socket paths short enough, Ray importable, the address answering."""
+        if not self.address:
+            _check_ray_tmpdir()
         self.ray = import_ray(self.loopback)
         if self.address and not self.ray.is_initialized():
             check_reachable(self.address, self.option)
@@ -705,14 +722,14 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     finished records are written and the rest cancelled."""
     from .data import check_data_dir
     from .files import check_writable_dir
-    from .records import check_record_target, find_record
+    from .records import reusable_record
 
     log = log or (lambda s: print(s, flush=True))
     sweep = Sweep(tuple(_planned(c) for c in sweep.configs))
     if engine not in ENGINES:
         raise SweepError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if cpus_per_run is not None and not cpus_per_run > 0:
-        raise SweepError(f"--cpus-per-run {cpus_per_run}: give a number > 0")
+    if cpus_per_run is not None and not (cpus_per_run > 0 and math.isfinite(cpus_per_run)):
+        raise SweepError(f"--cpus-per-run {cpus_per_run}: give a finite number > 0 (at most the cores of a node)")
     if retries < 0:
         raise SweepError(f"--retries {retries}: give 0 or more")
     if not len(sweep):
@@ -722,8 +739,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     if worker_data_dir is not None and engine == "local":
         raise SweepError("--worker-data-dir is for --engine ray (workers that load the data from their own disk); "
                          "locally use --data-dir")
-    for cfg in sweep.configs:
-        check_record_target(out, cfg)
     if engine == "local":
         if address:
             raise SweepError("--address joins a Ray cluster: it needs --engine ray")
@@ -736,10 +751,9 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
 
     result = SweepResult(out, sweep, engine, 1)
     todo = []
-    for cfg in sweep.configs:
-        existing = None if force else find_record(out, cfg)
+    for cfg in sweep.configs:   # every record's place checked, whatever force says, before anything runs
+        existing = reusable_record(out, cfg, force, log)
         if existing is not None:
-            existing.reused = True
             result.records[cfg.run_id] = existing
         else:
             todo.append(cfg)

@@ -204,10 +204,14 @@ class ClassPicker:
 
 
 def picked(picker: "ClassPicker | None", default):
-    """The picker's selection when it is valid, else ``default`` (a notebook's CLASSES parameter)."""
-    if picker is not None and picker.valid:
-        return picker.ids
-    return default
+    """The picker's selection (``default``, a notebook's CLASSES parameter, without a picker). A picker
+    holding fewer than two classes is an error saying so - never a silent fall back to ``default``."""
+    if picker is None:
+        return default
+    if not picker.valid:
+        raise ClassSelectionError(f"the class picker holds {len(picker.ids)} class(es) {picker.names}: select at "
+                                  f"least two, or set USE_PICKER = False to train on CLASSES = {default!r}")
+    return picker.ids
 
 
 __all__ = ["ClassPicker", "ClassSelectionError", "picked", "ThumbnailSource"]

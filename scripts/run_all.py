@@ -41,24 +41,26 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each preset's)")
     ap.add_argument("--template-epochs", type=int, default=None, help="epochs for the template baseline")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--force", action="store_true", help="retrain runs whose records exist")
+    ap.add_argument("--force", nargs="?", const="1", default="0",
+                    help="retrain runs whose records exist: 1/true/yes/on or 0/false/no/off (make FORCE=...)")
     ap.add_argument("--kernel", default="cifarlab", help="Jupyter kernel name (make setup registers 'cifarlab')")
     args = ap.parse_args(argv)
 
-    from cifarlab.config import notebook_config
+    from cifarlab.config import coerce, notebook_config
     from cifarlab.data import check_data_dir
     from cifarlab.errors import CifarlabError
     from cifarlab.export import check_best_target
-    from cifarlab.files import check_writable_dir
-    from cifarlab.records import find_record
+    from cifarlab.files import check_writable_dir, user_path
+    from cifarlab.records import reusable_record
 
-    out = Path(args.out).resolve()
-    runs = out / "runs"
     classes = _classes(args.classes)
-    # the notebooks run with OUT as their working folder: pass the data folder as an absolute path
-    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
     # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
     try:
+        force = coerce("FORCE", args.force, bool)
+        out = check_writable_dir(args.out, "OUT")
+        runs = out / "runs"
+        # the notebooks run with OUT as their working folder: pass the data folder as an absolute path
+        data_dir = str(user_path(args.data_dir, "DATA_DIR")) if args.data_dir else None
         if args.seeds < 1:
             raise CifarlabError(f"SEEDS={args.seeds} is not allowed: need at least one seed")
         plan = []  # (notebook parameters, the config they make)
@@ -73,7 +75,6 @@ def main(argv=None) -> int:
             raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")
         first = plan[0][1]
         exp = out / first.experiment_name
-        check_writable_dir(out, "OUT")
         check_data_dir(data_dir)
         check_best_target(exp / "best")
     except CifarlabError as e:
@@ -101,14 +102,14 @@ def main(argv=None) -> int:
     try:
         execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
         for params, cfg in plan:
-            existing = None if args.force else find_record(runs, resolve_config(cfg)[0])
+            existing = reusable_record(runs, resolve_config(cfg)[0], force)
             if existing is not None:
                 state = "" if existing.ok else ", diverged"
                 print(f"skipped: {cfg.title} (record exists{state}: {existing.path})", flush=True)
                 skipped += 1
                 continue
             execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", **params,
-                    OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=args.force)
+                    OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=force)
             trained += 1
         execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
                 EXPERIMENT=first.experiment_name)

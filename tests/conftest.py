@@ -41,12 +41,17 @@ def sample_subset(tmp_path_factory):
 def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status="ok"):
     """A run record written by hand for tests of the comparison: the files a real record has, with the
     per-image correctness given (1 = right). The recorded predictions say exactly that: label 0 is
-    true everywhere, a right image predicts 0, a wrong one predicts 1."""
+    true everywhere, a right image predicts 0, a wrong one predicts 1. The weights are the config's net,
+    untrained; the figures and reports are stand-ins."""
     import hashlib
     import json
 
     import numpy as np
+    import torch
 
+    from cifarlab.classes import select_classes
+    from cifarlab.figures import placeholder_png
+    from cifarlab.models import build_model
     from cifarlab.records import identity_fields
 
     val_correct, test_correct = np.asarray(val_correct, bool), np.asarray(test_correct, bool)
@@ -60,10 +65,16 @@ def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status
         true = np.zeros(len(c), np.int64)
         np.savez(path / f"{split}_predictions.npz", logits=np.zeros((len(c), 2), np.float32),
                  pred=(~c).astype(np.int64), true=true)
+    torch.save(build_model(cfg).state_dict(), path / "model.pt")
+    for name in ("curves.png", "confusion.png"):
+        (path / name).write_bytes(placeholder_png(name))
+    for name in ("report_train.txt", "report_test.txt"):
+        (path / name).write_text("stand-in")
     metrics = {"status": status, "model": cfg.model, "pooling": cfg.pooling, "seed": cfg.seed,
                "val_acc": mean(val_correct), "test_acc": mean(test_correct), "test_macro_f1": mean(test_correct),
                "train_acc": 1.0, "train_seconds": train_seconds,
-               "n_val": len(val_correct), "n_test": len(test_correct), "epochs": cfg.epochs,
+               "n_val": len(val_correct), "n_test": len(test_correct), "epochs": cfg.epochs, "device": "cpu",
+               "classes": select_classes(cfg.classes).to_dict(),
                "overfitting": {"acc_gap": 0.0, "loss_gap": 0.0, "val_loss_rise": 0.0, "val_loss_min_epoch": 1},
                **identity_fields(cfg), "config_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
     if status != "ok":

@@ -1,6 +1,7 @@
 """Comparisons that cannot mix experiments, a choice rule judged on paired validation data, and paired
 statistics - on records built for the purpose, where the right answer is known."""
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from conftest import fake_record
 
 from cifarlab.comparison import ComparisonError, choose, compare, compare_and_save, group_records, paired_difference
 from cifarlab.config import make_config
-from cifarlab.records import RecordError, find_records, load_record
+from cifarlab.records import RECORD_FILES, RecordError, find_records, load_record
 
 N_VAL, N_TEST = 150, 300
 
@@ -163,21 +164,23 @@ def test_no_validation_split_is_compared_but_not_chosen(tmp_path):
 
 
 def test_damaged_and_hand_edited_records_are_named(tmp_path):
+    """A damaged record is named and left out; the others are still compared; nothing is changed."""
     runs = tmp_path / "runs"
     path = fake_record(runs, make_config("template"), _correct(N_VAL, []), _correct(N_TEST, []))
     good = (path / "config.json").read_text()
     (path / "config.json").write_text(good[:40])
-    with pytest.raises(RecordError, match=r"config.json is not valid JSON.*delete"):
+    with pytest.raises(ComparisonError, match=r"not read: .*config.json is not valid JSON.*delete"):
         compare(runs)
     (path / "config.json").write_text(good.replace('"epochs": 500', '"epochs": 50'))
     with pytest.raises(RecordError, match="config.json was changed after the run"):
         load_record(path)
     (path / "config.json").write_text(good)
     (path / "metrics.json").write_text("{not json")
-    with pytest.raises(RecordError, match="metrics.json is not valid JSON"):
-        compare(runs)
-    assert sorted(p.name for p in path.iterdir()) == sorted(
-        ["config.json", "metrics.json", "history.json", "val_predictions.npz", "test_predictions.npz"])
+    fake_record(runs, make_config("template", pooling="max"), _correct(N_VAL, []), _correct(N_TEST, []))
+    c = compare(runs)
+    assert [g.label for g in c.groups] == ["template/max"]
+    assert re.search(r"not read: .*metrics.json is not valid JSON", c.summary())
+    assert sorted(p.name for p in path.iterdir()) == sorted(RECORD_FILES)
     with pytest.raises(RecordError, match="does not exist"):
         compare(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()

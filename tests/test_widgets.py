@@ -35,7 +35,8 @@ def test_fewer_than_two_classes_message(picker):
     picker.select.value = (55,)
     assert not picker.valid and "at least two" in picker.message.value
     assert picker.command.value == ""
-    assert picked(picker, [1, 2]) == [1, 2]  # an invalid pick falls back to the parameter
+    with pytest.raises(ClassSelectionError, match="picker holds 1 class"):   # said, never a silent fall back
+        picked(picker, [1, 2])
     picker.select.value = ()
     assert "0 selected" in picker.message.value
 
