@@ -6,6 +6,8 @@
                              run_id, config_id, experiment_id, experiment (in words)
         history.json         per-epoch train (mean, 25/75%) and validation loss/accuracy
         model.pt             state_dict only (loads with weights_only=True)
+        model.pt2, net.py    your own net only: the trained net as a torch.export program (reloads without
+                             your class) and the class's source, for a person to read
         curves.png           the two-panel training figure
         report_train.txt     classification_report (digits=4) on the training images
         report_test.txt      the same on the test set
@@ -43,13 +45,15 @@ from .files import (
     write_json,
 )
 from .models import load_model
+from .ownnet import save_exported, source_text
 
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",
                 "report_train.txt", "report_test.txt", "confusion.png", "test_predictions.npz",
                 "val_predictions.npz")
+OWN_NET_FILES = ("model.pt2", "net.py")   # a record of your own net has these too
 RECORD_MARKER = "metrics.json"      # written last: its presence marks a complete record
 DIVERGED_SUFFIX = "_diverged"
-RECORD = Owned(RECORD_MARKER, frozenset(RECORD_FILES), "--out", "run record")
+RECORD = Owned(RECORD_MARKER, frozenset(RECORD_FILES + OWN_NET_FILES), "--out", "run record")
 
 
 class RecordError(OutputError):
@@ -100,6 +104,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
         config_text = cfg.to_json() + "\n"
         (tmp / "config.json").write_text(config_text)
         write_json(tmp / "history.json", result.history)
+        if cfg.net:
+            (tmp / "net.py").write_text(source_text(cfg.net))
         plot_curves(result.history, cfg.title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
         ident = {**identity_fields(cfg), "config_sha256": _config_sha(config_text)}
         if evaluation is None:  # a diverged run: keep what there is, say what happened
@@ -110,6 +116,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
         else:
             metrics = {"status": "ok", **evaluation.metrics, **ident}
             torch.save(result.model.state_dict(), tmp / "model.pt")
+            if cfg.net:
+                save_exported(result.model, tmp / "model.pt2")
             (tmp / "report_train.txt").write_text(evaluation.report_train)
             (tmp / "report_test.txt").write_text(evaluation.report_test)
             names = evaluation.metrics["classes"]["names"]

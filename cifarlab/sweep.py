@@ -259,7 +259,6 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     from .files import publish_dir, staging_dir
     from .records import (
         RECORD,
-        RECORD_FILES,
         RECORD_MARKER,
         RecordError,
         check_record_target,
@@ -268,7 +267,7 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     )
 
     files = payload["files"]
-    foreign = sorted(n for n in files if n not in RECORD_FILES)
+    foreign = sorted(n for n in files if n not in RECORD.allowed)
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
