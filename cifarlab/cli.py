@@ -46,6 +46,11 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "dry_run":
             p.add_argument(flag, action="store_true", default=None, help="train two steps only (smoke test)")
+        elif f.name == "net":   # computed from your net, never given
+            continue
+        elif f.name == "model":
+            p.add_argument(flag, default=None, metavar="template|improved|FILE.py:CLASS",
+                           help="a shipped net, or your own nn.Module class in a file (with --preset's recipe)")
         elif f.name == "classes":
             p.add_argument(flag, default=None, help="ids, names or superclasses, comma-separated (default 0,55,58)")
         else:
@@ -58,7 +63,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 def _train(args) -> int:
     from .config import make_config
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(RunConfig)}
     cfg = make_config(args.preset, **overrides)   # checked before torch is even imported
     from .experiment import run, summarize
     record = run(cfg, out=args.out, data_dir=args.data_dir, live=args.live, force=args.force)
@@ -184,7 +189,8 @@ def main(argv=None) -> int:
     except CifarlabError as e:
         if os.environ.get("CIFARLAB_DEBUG"):
             raise
-        print(f"cifarlab: error: {e}", file=sys.stderr)
+        from .errors import student_traceback
+        print("".join(student_traceback(e)) + f"cifarlab: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cifarlab: interrupted; finished records are kept, an unfinished one is not written", file=sys.stderr)

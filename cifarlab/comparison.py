@@ -204,7 +204,8 @@ def group_records(records: list[Record], dry_runs: bool = False) -> list[Group]:
         groups[r.config.config_id].append(r)
     out = [Group(k, sorted(rs, key=lambda r: r.config.seed)) for k, rs in groups.items()]
     _label(out)
-    return sorted(out, key=lambda g: (g.model != "improved", g.model, _ORDER.get(g.pooling, 9), g.label))
+    return sorted(out, key=lambda g: (g.model != "improved", g.model == "template", g.model, _ORDER.get(g.pooling, 9),
+                                      g.label))
 
 
 def _label(groups: list[Group]) -> None:
@@ -305,15 +306,29 @@ def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
     return p, f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}.{one_seed}"
 
 
+def baselines(own: Group, groups: list[Group]) -> list[Group]:
+    """What a student's net is paired against: each shipped net's configuration with the same pooling, or
+    (a net with its own pooling) each shipped net's best configuration on validation."""
+    shipped = [g for g in groups if not g.records[0].config.net]
+    out = []
+    for model in dict.fromkeys(g.model for g in shipped):
+        gs = [g for g in shipped if g.model == model]
+        out.append(next((g for g in gs if g.pooling == own.pooling), None) or max(gs, key=lambda g: g.mean("val_acc")))
+    return out
+
+
 def distinguishability(groups: list[Group], split: str = "test") -> str:
-    """Per model, every pair of its configurations judged on paired data."""
-    lines = []
+    """Per model, every pair of its configurations judged on paired data; and every configuration of a
+    student's own net against the shipped nets (:func:`baselines`)."""
+    pairs = []
     for model in dict.fromkeys(g.model for g in groups):
         gs = [g for g in groups if g.model == model]
-        for i in range(len(gs)):
-            for j in range(i + 1, len(gs)):
-                a, b = (gs[i], gs[j]) if gs[i].mean(f"{split}_acc") >= gs[j].mean(f"{split}_acc") else (gs[j], gs[i])
-                lines.append(verdict(a, b, split)[1])
+        pairs += [(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))]
+    pairs += [(own, base) for own in groups if own.records[0].config.net for base in baselines(own, groups)]
+    lines = []
+    for a, b in pairs:
+        a, b = (a, b) if a.mean(f"{split}_acc") >= b.mean(f"{split}_acc") else (b, a)
+        lines.append(verdict(a, b, split)[1])
     if not lines:
         return "Only one configuration per model: nothing to distinguish."
     return "\n".join(lines)

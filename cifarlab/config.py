@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 
 from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, select_classes, superclass_members
 from .errors import CifarlabError
+from .ownnet import OWN_POOLING, is_own
 
 MODELS = ("template", "improved")
 POOLINGS = ("stride", "max", "avg")
@@ -61,7 +62,8 @@ class RunConfig:
     val_fraction: float = 0.1                # carved from train, stratified; chooses epochs and configs
     split_seed: int = 0                      # the same split for every run, so validation numbers compare
     # the net
-    model: str = "template"
+    model: str = "template"                  # a shipped net, or your own nn.Module's class name (see ownnet)
+    net: str = ""                            # your own net's fingerprint (source and structure); "" for a shipped net
     pooling: str = "avg"
     hidden_size: int = 32                    # width of the first conv; later stages are multiples of it
     dropout: float = 0.0
@@ -141,14 +143,17 @@ class RunConfig:
     @property
     def configuration_label(self) -> str:
         """The configuration in words: model and pooling, and how its recipe differs from its preset's."""
-        preset = PRESETS.get(self.model, {})
-        base = RunConfig(**{k: v for k, v in preset.items()}) if preset else RunConfig()
+        # your own net: its recipe described against the nearest preset
+        nearest = self.model if self.model in PRESETS else min(PRESETS, key=lambda p: sum(
+            getattr(self, k) != v for k, v in PRESETS[p].items() if k != "model"))
+        base = RunConfig(**PRESETS[nearest])
         # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
         differs = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
-                   if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "pooling")
+                   if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "net", "pooling")
                    and getattr(self, f.name) != getattr(base, f.name)
                    and not (f.name == "precision" and base.precision == "auto")]
-        return f"{self.model}/{self.pooling}" + (f" ({', '.join(differs)})" if differs else f" ({self.model} preset)")
+        same = f"{nearest} {'preset' if self.model in PRESETS else 'recipe'}"
+        return f"{self.model}/{self.pooling} ({', '.join(differs) if differs else same})"
 
     @property
     def title(self) -> str:
@@ -274,11 +279,21 @@ def _validated(cfg: RunConfig) -> dict:
                 raise ConfigError(f"classes: {e}") from None
         elif value is None and f.name == "plot_every":
             pass
+        elif f.name == "model" and cfg.net:   # your own net: its class name, as written
+            if not isinstance(value, str) or not value.strip().isidentifier():
+                raise ConfigError(f"model={value!r} is not allowed: your own net's model is its class name")
+            value = value.strip()
         else:
             value = coerce(f.name, value, _base_type(hints[f.name]))
-        if f.name in CHOICES and value not in CHOICES[f.name]:
+        if f.name == "net" and value and not re.fullmatch(r"[0-9a-f]{12}", value):
+            raise ConfigError(f"net={value!r} is not allowed: it is the fingerprint cifarlab computes for your own "
+                              f"net (make_config(model=MyNet) sets it)")
+        if f.name in CHOICES and value not in CHOICES[f.name] and not (
+                cfg.net and (f.name == "model" or (f.name == "pooling" and value == OWN_POOLING))):
+            own = {"model": " or your own nn.Module class (make_config(model=MyNet), --model FILE.py:CLASS)",
+                   "pooling": f" ({OWN_POOLING} for your own net without a pooling argument)"}.get(f.name, "")
             raise ConfigError(f"{f.name}={value!r} is not allowed: {f.name} must be one of "
-                              f"{', '.join(CHOICES[f.name])}")
+                              f"{', '.join(CHOICES[f.name])}{own}")
         if f.name in RANGES and not RANGES[f.name][0](value):
             raise ConfigError(f"{f.name}={value!r} is not allowed: expected {RANGES[f.name][1]}")
         out[f.name] = value
@@ -290,9 +305,9 @@ def _validated(cfg: RunConfig) -> dict:
         raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")
     if out["optimizer"] == "sgd" and out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("nesterov=True needs momentum > 0: set momentum (e.g. 0.9) or nesterov=False")
-    if out["model"] == "improved" and out["batch_size"] < 2:
-        raise ConfigError("batch_size=1 is not allowed for the improved net: BatchNorm needs at least 2 images "
-                          "a batch")
+    if out["model"] != "template" and out["batch_size"] < 2:
+        raise ConfigError(f"batch_size=1 is not allowed for the {out['model']} net: BatchNorm needs at least 2 "
+                          f"images a batch")
     return out
 
 
@@ -362,7 +377,14 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
         base = dict(PRESETS[preset])
     _check_known(overrides)
     base.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**base)
+    if not is_own(base.get("model")):
+        return RunConfig(**base)
+    # Your own net: everything else is checked first (no net is built for a config with a typo), then the
+    # net is built, tried on a dummy batch and fingerprinted for the number of classes and the pooling.
+    from .ownnet import register
+    cfg = RunConfig(**{**base, "model": "improved", "pooling": base.get("pooling", "max").replace(OWN_POOLING, "max")})
+    name, pooling, fingerprint = register(base["model"], len(cfg.classes), base.get("pooling", cfg.pooling), cfg.device)
+    return cfg.replace(model=name, pooling=pooling, net=fingerprint)
 
 
 def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
@@ -377,7 +399,9 @@ def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, 
     if twice:
         raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
                           f"set each in one place")
-    return make_config(model, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
+    # your own net (a class, or FILE.py:CLASS) trains with the improved recipe; make_config takes any preset
+    preset, named["model"] = ("improved", model) if is_own(model) else (model, None)
+    return make_config(preset, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
 
 
 __all__ = ["RunConfig", "make_config", "notebook_config", "coerce", "PRESETS", "ConfigError", "MODELS", "POOLINGS",

@@ -12,9 +12,17 @@ from __future__ import annotations
 
 
 class CifarlabError(Exception):
-    """An error with a message a user can act on."""
+    """An error with a message a user can act on. ``student_error``: an exception raised by the student's
+    own code (their net), shown with its traceback - their frames only - above the one line."""
 
     exit_code = 2
+    student_error: BaseException | None = None
+
+
+def student_traceback(e: CifarlabError) -> list[str]:
+    """The lines shown above the one line: the student's own frames, where their code raised."""
+    import traceback
+    return traceback.format_exception(e.student_error) if e.student_error is not None else []
 
 
 def short_errors() -> None:
@@ -31,8 +39,8 @@ def short_errors() -> None:
 
     def handler(self, etype, value, tb, tb_offset=None):  # IPython passes tb_offset by name
         del tb, tb_offset  # the point: no traceback
-        line = f"{etype.__name__}: {value}"
-        self._showtraceback(etype, value, [line])
-        return [line]
+        lines = student_traceback(value) + [f"{etype.__name__}: {value}"]
+        self._showtraceback(etype, value, lines)
+        return lines
 
     shell.set_custom_exc((CifarlabError,), handler)

@@ -59,7 +59,7 @@ ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
 RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
-                        "test_predictions.npz", "selection.json", "model.onnx"})
+                        "test_predictions.npz", "selection.json", "model.onnx", "model.pt2", "net.py"})
 # A best/ folder of cifarlab 0.1.0 had no marker: recognised by its layout.
 BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best",
              legacy=lambda files: files <= BEST_FILES and {"selection.json", "config.json", "model.pt"} <= files)
@@ -225,6 +225,8 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
         shutil.copy2(record.path / "model.pt", tmp / "model.pt")
         shutil.copy2(record.path / "config.json", tmp / "config.json")
         shutil.copy2(record.path / "test_predictions.npz", tmp / "test_predictions.npz")
+        for name in ("model.pt2", "net.py") if record.config.net else ():   # your own net: reloads without its class
+            shutil.copy2(record.path / name, tmp / name)
         write_json(tmp / "recorded_metrics.json", record.metrics)
         write_json(tmp / "classes.json", record.metrics["classes"])
         model = record.load_model("cpu")

@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import POOLINGS, RunConfig
 from .errors import CifarlabError
+from .ownnet import instantiate, load_exported, lookup
 
 
 class ModelFileError(CifarlabError, RuntimeError):
@@ -162,9 +163,41 @@ class ImprovedCNN(nn.Module):
         return self.classifier(self.dropout(self.features(self.norm(x)).flatten(1)))
 
 
+class OwnNet(nn.Module):
+    """Your own net (see :mod:`cifarlab.ownnet`) behind the models' Normalize: raw uint8 NHWC pixels in,
+    like the shipped nets, while your ``forward`` gets float NCHW, normalized."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.norm = Normalize(TRAIN_MEAN, TRAIN_STD)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
+
+
+class Exported(nn.Module):
+    """A reloaded torch.export program (:func:`cifarlab.ownnet.load_exported`) used like any model. Its graph
+    was exported in eval mode and is fixed: train()/eval() only set the flag."""
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        self.program = program
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> "Exported":
+        self.training = mode
+        return self
+
+
 def build_model(config: RunConfig) -> nn.Module:
     """The one builder: the config's model, pooling, width, class count."""
     k = len(config.classes)
+    if config.net:
+        net = lookup(config.model, config.net)
+        return OwnNet(instantiate(net, k, config.pooling))
     if config.model == "template":
         return TemplateCNN(k, config.hidden_size, config.pooling)
     if config.model == "improved":
@@ -185,7 +218,10 @@ def load_state_dict_safely(path, device="cpu") -> dict:
 
 
 def load_model(config: RunConfig, state_path, device="cpu") -> nn.Module:
-    """Rebuild ``config``'s architecture and load its weights from ``state_path`` (safely), in eval mode."""
+    """Rebuild ``config``'s architecture and load its weights from ``state_path`` (safely), in eval mode.
+    Your own net is reloaded from the torch.export program beside the weights: no class needed."""
+    if config.net:
+        return Exported(load_exported(Path(state_path).with_name("model.pt2"))).to(device).eval()
     model = build_model(config)
     state = load_state_dict_safely(state_path, device)      # its own errors say what is wrong with the file
     try:

@@ -6,6 +6,8 @@
                              run_id, config_id, experiment_id, experiment (in words)
         history.json         per-epoch train (mean, 25/75%) and validation loss/accuracy
         model.pt             state_dict only (loads with weights_only=True)
+        model.pt2, net.py    your own net only: the trained net as a torch.export program (reloads without
+                             your class) and the class's source, for a person to read
         curves.png           the two-panel training figure
         report_train.txt     classification_report (digits=4) on the training images
         report_test.txt      the same on the test set
@@ -53,10 +55,12 @@ from .files import (
     write_json,
 )
 from .models import load_model
+from .ownnet import save_exported, source_text
 
 RECORD_FILES = ("config.json", "metrics.json", "history.json", "model.pt", "curves.png",
                 "report_train.txt", "report_test.txt", "confusion.png", "test_predictions.npz",
                 "val_predictions.npz")
+OWN_NET_FILES = ("model.pt2", "net.py")   # a record of your own net has these too
 RECORD_MARKER = "metrics.json"      # written last: a finished run
 # What the readers of a record need, by its status: resume, compare, sweeps, show_record and best/ read these.
 NEEDED = {"ok": RECORD_FILES, "diverged": ("config.json", "metrics.json", "history.json")}
@@ -65,7 +69,7 @@ OK_KEYS = ("model", "pooling", "seed", "epochs", "device", "classes", "train_sec
            "test_acc", "n_val", "n_test", "overfitting")
 DIVERGED_SUFFIX = "_diverged"
 # A folder holding either file (and record files only) is a record, complete or not: it may be replaced.
-RECORD = Owned(("config.json", RECORD_MARKER), frozenset(RECORD_FILES), "--out", "run record")
+RECORD = Owned(("config.json", RECORD_MARKER), frozenset(RECORD_FILES + OWN_NET_FILES), "--out", "run record")
 
 
 class RecordError(OutputError):
@@ -119,6 +123,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
         config_text = cfg.to_json() + "\n"
         (tmp / "config.json").write_text(config_text)
         write_json(tmp / "history.json", result.history)
+        if cfg.net:
+            (tmp / "net.py").write_text(source_text(cfg.net))
         plot_curves(result.history, cfg.title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
         ident = {**identity_fields(cfg), "config_sha256": _config_sha(config_text)}
         if evaluation is None:  # a diverged run: keep what there is, say what happened
@@ -131,6 +137,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
             buf = io.BytesIO()   # torch's own file writer hides why a write failed (a full disk): Python's says it
             torch.save(result.model.state_dict(), buf)
             (tmp / "model.pt").write_bytes(buf.getvalue())
+            if cfg.net:
+                save_exported(result.model, tmp / "model.pt2")
             (tmp / "report_train.txt").write_text(evaluation.report_train)
             (tmp / "report_test.txt").write_text(evaluation.report_test)
             names = evaluation.metrics["classes"]["names"]
@@ -184,15 +192,15 @@ def _ends_with(path: Path, tail: bytes) -> bool:
         return f.read() == tail
 
 
-def _unreadable(path: Path, status) -> list[str]:
-    """What of :data:`NEEDED` is missing or cannot be read in the record folder ``path``."""
+def _unreadable(path: Path, names) -> list[str]:
+    """What of ``names`` (:data:`NEEDED`) is missing or cannot be read in the record folder ``path``."""
     bad = []
-    for name in NEEDED.get(status, RECORD_FILES):
+    for name in names:
         f = path / name
         if not f.is_file():
             bad.append(f"{name} missing")
         elif (not os.access(f, os.R_OK) or f.stat().st_size == 0
-              or (f.suffix in (".pt", ".npz") and not zipfile.is_zipfile(f))    # both are zip files
+              or (f.suffix in (".pt", ".pt2", ".npz") and not zipfile.is_zipfile(f))   # all are zip files
               or (f.suffix == ".png" and not _ends_with(f, b"IEND\xaeB`\x82"))):   # a PNG's last chunk
             bad.append(f"{name} unreadable")
     return bad
@@ -214,7 +222,7 @@ def load_record(path) -> Record:
             texts[name] = text if name == "config.json" else json.loads(text)
             if name == RECORD_MARKER:   # its status says which files the record needs
                 status = texts[name].get("status") if isinstance(texts[name], dict) else None
-                missing = _unreadable(path, status)
+                missing = _unreadable(path, NEEDED.get(status, RECORD_FILES))
                 if missing:
                     raise incomplete(", ".join(missing))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:   # as good as missing
@@ -226,6 +234,9 @@ def load_record(path) -> Record:
         raise incomplete(f"config.json unreadable: {e}") from None
     except (ConfigError, TypeError) as e:
         raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
+    missing = _unreadable(path, OWN_NET_FILES) if config.net and status == "ok" else []
+    if missing:   # your own net reloads from model.pt2 alone
+        raise incomplete(", ".join(missing))
     if status not in ("ok", "diverged"):
         raise RecordError(f"{path / 'metrics.json'} has no valid status; it was edited by hand or damaged. {fix}")
     recorded = metrics.get("config_sha256")
@@ -242,7 +253,7 @@ def load_record(path) -> Record:
 def _is_record(folder: Path) -> bool:
     """A record folder, complete or not: metrics.json, or config.json among record files only (not best/)."""
     names = set(os.listdir(folder))
-    return RECORD_MARKER in names or ("config.json" in names and names <= set(RECORD_FILES))
+    return RECORD_MARKER in names or ("config.json" in names and names <= set(RECORD_FILES + OWN_NET_FILES))
 
 
 class Found(list):

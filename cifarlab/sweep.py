@@ -239,8 +239,14 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
             "threads": torch.get_num_threads()}
 
 
-def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int) -> dict:
-    """The Ray task (its workers show as ``ray::cifarlab_run`` in ps): :func:`execute_run` on a worker."""
+def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None) -> dict:
+    """The Ray task (its workers show as ``ray::cifarlab_run`` in ps): :func:`execute_run` on a worker.
+    ``net``: a student's own net as :func:`cifarlab.ownnet.portable` gives it, registered here first."""
+    if net is not None:
+        from .ownnet import NetError, register
+        if register(net, len(cfg_dict["classes"]), cfg_dict["pooling"], "cpu")[2] != cfg_dict["net"]:
+            raise NetError(f"{cfg_dict['model']} on this worker is not the net the sweep planned (its file changed "
+                           f"since, or differs on this node); run the sweep again")
     payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads)
     try:
         import ray
@@ -259,7 +265,6 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     from .files import building, publish_dir, user_path
     from .records import (
         RECORD,
-        RECORD_FILES,
         RECORD_MARKER,
         RecordError,
         check_record_target,
@@ -268,7 +273,7 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     )
 
     files = payload["files"]
-    foreign = sorted(n for n in files if n not in RECORD_FILES)
+    foreign = sorted(n for n in files if n not in RECORD.allowed)
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
@@ -513,12 +518,15 @@ class RayEngine:
 
     # -- run -------------------------------------------------------------------------------------------
     def execute(self, jobs, on_result):
+        from .ownnet import portable
         ray = self.ray
         task = ray.remote(cifarlab_run).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
                                                 retry_exceptions=False)
         by_ref = {}
         for cfg, subset, data_dir in jobs:
-            by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads)] = cfg
+            net = portable(cfg.net) if cfg.net else None     # a student's net travels with its runs
+            by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads,
+                               net)] = cfg
         self._pending = list(by_ref)
 
         def collect(ref):

@@ -37,6 +37,22 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 
+OWN_NET = """
+from torch import nn
+
+
+class PageNet(nn.Module):
+    def __init__(self, num_classes, pooling="max"):
+        super().__init__()
+        pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "stride": nn.Conv2d(8, 8, 2, stride=2)}[pooling]
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), pool, nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, sample_subset):
     """A folder served on 127.0.0.1: the page (web/), and best/ from a small trained run."""
@@ -49,6 +65,11 @@ def site(tmp_path_factory, sample_subset):
     rec = run(make_config("template", pooling="max", epochs=15, device="cpu"), out=root / "runs",
               subset=sample_subset, live="none")
     save_best(rec, root / "best", {}, sample_subset.x_test[:8])
+    # a student's own net (issue 23): its best/ serves the page the same way
+    (root / "mynet.py").write_text(OWN_NET)
+    own = run(make_config("improved", model=f"{root / 'mynet.py'}:PageNet", pooling="avg", epochs=2, device="cpu"),
+              out=root / "runs", subset=sample_subset, live="none")
+    save_best(own, root / "best_own", {}, sample_subset.x_test[:8])
     # a test image: a real test picture, upscaled to 96x96 like a photo from the web
     img = sample_subset.x_test[5].numpy()
     Image.fromarray(img).resize((96, 96), Image.NEAREST).save(root / "picture.png")
@@ -85,11 +106,11 @@ def _page(browser, url):
     return page
 
 
-def _python_top(root: Path, picture: Path) -> str:
+def _python_top(root: Path, picture: Path, best="best") -> str:
     """onnxruntime in Python on the same 32x32 pixels the page feeds."""
     from cifarlab.export import onnx_predict
-    names = json.loads((root / "best" / "classes.json").read_text())["names"]
-    return names, onnx_predict(root / "best" / "model.onnx", picture[None])[0]
+    names = json.loads((root / best / "classes.json").read_text())["names"]
+    return names, onnx_predict(root / best / "model.onnx", picture[None])[0]
 
 
 def test_page_matches_onnxruntime_and_sweeps(site, browser, tmp_path):
@@ -138,6 +159,21 @@ def test_model_from_url_parameters(site, browser):
     page = _page(browser, f"{base}/web/index.html?model=/best/model.onnx&classes=/best/classes.json")
     page.wait_for_function("window.cifarlab.session !== null", timeout=30_000)
     assert "apple, otter, pickup_truck" in page.inner_text("#status")
+    page.close()
+
+
+def test_your_own_net_classifies_on_the_page_as_in_python(site, browser):
+    root, base = site
+    page = _page(browser, f"{base}/web/index.html?model=/best_own/model.onnx&classes=/best_own/classes.json")
+    page.wait_for_function("window.cifarlab.session !== null", timeout=30_000)
+    page.set_input_files("#image-file", str(root / "picture.png"))
+    page.wait_for_function("window.cifarlab.prediction !== undefined", timeout=30_000)
+    pixels = np.array(page.evaluate("Array.from(window.cifarlab.source)"), dtype=np.uint8).reshape(32, 32, 3)
+    names, logits = _python_top(root, pixels, "best_own")
+    pred = page.evaluate("window.cifarlab.prediction")
+    p = np.exp(logits - logits.max())
+    assert pred["name"] == names[int(np.argmax(logits))] and np.allclose(pred["probs"], p / p.sum(), atol=1e-4)
+    assert page.inner_text("#error") == ""
     page.close()
 
 
