@@ -81,7 +81,7 @@ def run_grid(configs, out="runs", subset: Subset | None = None, data_dir=None, l
 
 def grid_table(done) -> str:
     """What :func:`run_grid` did, one line per run: trained or skipped, test accuracy, seconds, record."""
-    rows = [("run", "", "test acc", "train s", "record")] + [
+    rows = [("run", "state", "test acc", "train s", "record")] + [
         (cfg.title, state, _num(rec.metrics.get("test_acc")) if rec else "-",
          f"{rec.metrics['train_seconds']:.1f}" if rec else "-", rec.path.name if rec else "-")
         for cfg, state, rec in done]
