@@ -15,16 +15,12 @@ import re
 from pathlib import Path
 
 from .classes import select_classes
-from .config import MODELS, POOLINGS, RANGES, _coerce
+from .config import MODELS, POOLINGS, RANGES, ConfigError, _coerce
 from .errors import CifarlabError
 
 
 class ParameterError(CifarlabError, ValueError):
     """A notebook parameter with a value it cannot take, or a name the notebook does not know."""
-
-
-def _flag(name, v):
-    return _coerce(name, v, bool)
 
 
 def _path(name, v, optional=False):
@@ -97,12 +93,13 @@ def _experiment(name, v):
 
 
 _DATA_DIR = lambda name, v: _path(name, v, optional=True)
+_FLAG = lambda name, v: _coerce(name, v, bool)
 # Each notebook's parameters (the names in its parameters cell) and how each is checked.
 SPECS = {
     "00_pick_classes": {"CLASSES": _classes, "DATA_DIR": _DATA_DIR},
     "01_train": {"CLASSES": _classes, "MODELS": _names(MODELS, "model"), "POOLINGS": _names(POOLINGS, "tactic"),
                  "SEEDS": _seeds, "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _overrides,
-                 "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _flag, "USE_PICKER": _flag, "FORCE": _flag},
+                 "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG},
     # BEST=None: compare only, nothing saved (as compare_and_save(best=None) and the CLI without --best)
     "02_compare": {"RUNS": _path, "BEST": _DATA_DIR, "EXPERIMENT": _experiment, "DATA_DIR": _DATA_DIR},
     "03_reload": {"BEST": _path, "DATA_DIR": _DATA_DIR,
@@ -127,6 +124,9 @@ def check_parameters(notebook: str, namespace: dict) -> None:
         raise ParameterError(f"{notebook}: parameter {', '.join(missing)} is not set: run its parameters cell first")
     try:
         checked = {n: check(n, namespace[n]) for n, check in spec.items()}
+    except ConfigError as e:       # the config's coercion: its message names the parameter
+        raise ParameterError(str(e)) from None
+    try:
         if notebook == "01_train":     # the grid itself: every run's config checked (OVERRIDES included)
             from .sweep import make_sweep
             make_sweep([checked["CLASSES"]], checked["MODELS"], checked["POOLINGS"], checked["SEEDS"],
@@ -134,9 +134,7 @@ def check_parameters(notebook: str, namespace: dict) -> None:
         if notebook == "02_compare" and checked["BEST"] is not None:
             from .export import check_best_target
             check_best_target(checked["BEST"])
-    except ParameterError:
-        raise
-    except CifarlabError as e:     # a run's config refused: only OVERRIDES can make that happen here
-        raise ParameterError(f"OVERRIDES={namespace['OVERRIDES']!r}: {e}" if namespace.get("OVERRIDES")
-                             else str(e)) from None
+    except CifarlabError as e:     # a run's config refused here: only OVERRIDES can make that happen
+        where = f"OVERRIDES={checked['OVERRIDES']!r}: " if checked.get("OVERRIDES") else ""
+        raise ParameterError(f"{where}{e}") from None
     namespace.update(checked)

@@ -51,6 +51,7 @@ def test_values_are_coerced_and_paths_expanded(tmp_path, monkeypatch):
 # (notebook, parameters changed, what the one line must say)
 BAD = [
     ("01_train", {"LIVE": "maybe"}, "LIVE='maybe' is not allowed: expected true or false"),
+    ("01_train", {"LIVE": "maybe", "OVERRIDES": {"lr": 0.1}}, "LIVE='maybe' is not allowed"),
     ("01_train", {"FORCE": 2}, "FORCE=2 is not allowed: expected true or false"),
     ("01_train", {"OUT": 5}, "OUT=5 is not allowed: expected a folder path"),
     ("01_train", {"OUT": None}, "OUT=None is not allowed"),
@@ -89,6 +90,7 @@ def test_a_bad_parameter_is_one_line_naming_it(name, changes, message):
     with pytest.raises(ParameterError) as e:
         check_parameters(name, ns)
     assert message in str(e.value) and "\n" not in str(e.value)
+    assert "OVERRIDES" in changes or not str(e.value).startswith("OVERRIDES")   # blamed on the right parameter
     assert ns == before                  # nothing replaced when a check fails
 
 
