@@ -498,6 +498,24 @@ class Comparison:
                           "Are the configurations distinguishable on the test set? (" + PAIRED_METHOD + ")",
                           self.verdicts])
 
+    def save(self, best, data_dir=None) -> dict:
+        """Save the chosen run to ``best`` (state_dict, ONNX checked against PyTorch, ``selection.json``)."""
+        from .data import data_source, subset_for
+        from .export import save_best
+        if self.choice is None:
+            raise ComparisonError(f"nothing saved to {best}: {self.no_choice}")
+        rec = self.choice.record
+        # real test images for the ONNX check when they are at hand; never a download just for 8 images
+        images = (subset_for(rec.config, data_dir, verbose=False).x_test[:8]
+                  if data_source(rec.config.classes, data_dir) != "download" else None)
+        selection = {"experiment": self.experiment.label, "experiment_name": self.experiment.name,
+                     "experiment_id": self.experiment.id, "rule": CHOICE_RULE, "explanation": self.choice.explanation,
+                     "paired_method": PAIRED_METHOD, "distinguishable": self.verdicts,
+                     "configurations": {g.label: [str(r.path) for r in g.records] for g in self.groups},
+                     "run_id": rec.config.run_id}
+        self.saved = {**save_best(rec, best, selection, images), "folder": str(best)}
+        return self.saved
+
     def report(self) -> str:
         """Everything a person reads, as text (the CLI prints it; the notebook shows it in parts)."""
         return "\n\n".join([self.summary(), self.tables(), self.tradeoffs(), self.decision()])
@@ -526,28 +544,16 @@ def compare(runs, experiment=None, records=None) -> Comparison:
 
 
 def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Comparison:
-    """Compare, choose, and save the chosen run to ``best`` (state_dict, ONNX checked against PyTorch,
-    ``selection.json``): what notebook 02 and ``python -m cifarlab compare --best`` both call.
+    """Compare, choose, and save the chosen run to ``best`` (:meth:`Comparison.save`): what
+    ``python -m cifarlab compare --best`` calls (notebook 02 does the two steps in cells of their own).
 
     ``best`` is checked before anything else; it is replaced only when it is a previous best folder.
     ``best=None`` compares without saving (as ``compare`` without ``--best``): ``.saved`` stays None."""
-    from .data import data_source, subset_for
-    from .export import check_best_target, save_best
+    from .export import check_best_target
 
     if best is not None:
         best = check_best_target(best)   # expanded: the folder used and named
     c = compare(runs, experiment)
     if best is not None:
-        if c.choice is None:
-            raise ComparisonError(f"nothing saved to {best}: {c.no_choice}")
-        rec = c.choice.record
-        # real test images for the ONNX check when they are at hand; never a download just for 8 images
-        images = (subset_for(rec.config, data_dir, verbose=False).x_test[:8]
-                  if data_source(rec.config.classes, data_dir) != "download" else None)
-        selection = {"experiment": c.experiment.label, "experiment_name": c.experiment.name,
-                     "experiment_id": c.experiment.id, "rule": CHOICE_RULE, "explanation": c.choice.explanation,
-                     "paired_method": PAIRED_METHOD, "distinguishable": c.verdicts,
-                     "configurations": {g.label: [str(r.path) for r in g.records] for g in c.groups},
-                     "run_id": rec.config.run_id}
-        c.saved = {**save_best(rec, best, selection, images), "folder": str(best)}
+        c.save(best, data_dir)
     return c

@@ -57,6 +57,33 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     return load_record(write_record(out, result, evaluation, subset))
 
 
+def run_grid(configs, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
+             force: bool = False) -> list[tuple[RunConfig, str, Record | None]]:
+    """:func:`run` for each config, one after another, with one live view for all (a notebook shows one
+    bar and one figure at a time). Returns (config, "trained" / "skipped" / "diverged", record) per run;
+    a run that diverges is said in one line and the grid goes on."""
+    view, done = make_view(live), []
+    for i, cfg in enumerate(configs, 1):
+        try:
+            record = run(cfg, out, subset, data_dir, view, force)
+            done.append((cfg, "skipped" if record.reused else "trained", record))
+        except TrainingDiverged as e:
+            print(f"TrainingDiverged: {e}", flush=True)
+            done.append((cfg, "diverged", None))
+        getattr(view, "log", []).append(f"{i}/{len(configs)} {cfg.title}: {done[-1][1]}")
+    return done
+
+
+def grid_table(done) -> str:
+    """What :func:`run_grid` did, one line per run: trained or skipped, test accuracy, seconds, record."""
+    rows = [("run", "state", "test acc", "train s", "record")] + [
+        (cfg.title, state, _num(rec.metrics.get("test_acc")) if rec else "-",
+         f"{rec.metrics['train_seconds']:.1f}" if rec else "-", rec.path.name if rec else "-")
+        for cfg, state, rec in done]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def _num(v, digits: int = 4) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 

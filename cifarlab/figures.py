@@ -2,7 +2,8 @@
 
 * training curves (the template's two panels) and the confusion matrix - in each run record;
 * comparison plots (accuracy and time per configuration, validation curves) - the summary;
-* image grids (examples per class, predictions) and the picker's thumbnail strips.
+* image grids (examples per class, predictions), what each pooling tactic does to an image, and the
+  picker's thumbnail strips.
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state: safe in scripts, threads
 and workers); :func:`show` renders them in a notebook. This module imports nothing else of cifarlab.
@@ -163,6 +164,33 @@ def examples_figure(images, labels, names, per_class: int = 8, seed: int = 0) ->
                 ax.imshow(images[pick[j]], interpolation="nearest")
             if j == 0:
                 ax.set_ylabel(names[c], rotation=0, ha="right", va="center", fontsize=9)
+    return fig
+
+
+def pooling_figure(image) -> Figure:
+    """One image through the three pooling tactics: a 3x3 edge-detecting kernel (fixed, not learnt, so the
+    maps differ only in how they are downsampled) applied with stride 2, or with stride 1 followed by 2x2
+    max or average pooling, each with ReLU as in the nets. One colour scale for the maps; sizes in titles."""
+    image = _np(image)
+    grey = torch.as_tensor(image, dtype=torch.float32).mean(-1)[None, None] / 255       # 1x1x32x32
+    kernel = torch.tensor([[-1.0, -1, -1], [-1, 8, -1], [-1, -1, -1]])[None, None]        # a Laplacian
+    F = torch.nn.functional
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")      # no bright frame from zero padding
+    conv = lambda stride: torch.relu(F.conv2d(padded, kernel, stride=stride))
+    maps = [("conv, stride 1", conv(1)), ("stride: conv with stride 2", conv(2)),
+            ("max: conv + 2x2 max pool", F.max_pool2d(conv(1), 2)),
+            ("avg: conv + 2x2 avg pool", F.avg_pool2d(conv(1), 2))]
+    fig = Figure(figsize=(13, 3.3), layout="constrained")
+    axes = fig.subplots(1, 1 + len(maps))
+    axes[0].imshow(image, interpolation="nearest")
+    axes[0].set_title(f"image\n{image.shape[0]}x{image.shape[1]} pixels", fontsize=9)
+    top = float(conv(1).max()) or 1.0
+    for ax, (title, m) in zip(axes[1:], maps):
+        ax.imshow(m[0, 0].numpy(), cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        ax.set_title(f"{title}\n{m.shape[-2]}x{m.shape[-1]}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
     return fig
 
 

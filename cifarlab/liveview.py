@@ -4,8 +4,9 @@ Modes (``make_view(mode)``):
 
 * ``"notebook"`` - a tqdm bar, and every ``config.plot_every`` epochs (default: about 25 redraws
   a run) ``clear_output(wait=True)`` and the figure redrawn in place, like the course template;
-* ``"quiet"`` - for papermill, the command line and CI: about ten short text lines per run
-  and one final figure - no flood of redraws or bar updates in a saved notebook or a log;
+  a grid of runs reuses one view: one bar and one figure on screen at a time;
+* ``"quiet"`` - for papermill, the command line and CI: about ten short text lines per run, its
+  final bar as one line and one final figure - no flood of redraws in a saved notebook or a log;
 * ``"bar"`` - a text tqdm bar (interactive terminals);
 * ``"none"`` - nothing.
 
@@ -59,7 +60,7 @@ class QuietView:
         self.lines = lines
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
-        self.cfg = cfg
+        self.cfg, self.total = cfg, total_steps
         self.every = max(1, round(total_steps / steps_per_epoch / self.lines))
         print(f"training {cfg.title}: {total_steps} steps", file=self.stream, flush=True)
 
@@ -72,6 +73,8 @@ class QuietView:
                   file=self.stream, flush=True)
 
     def close(self, result) -> None:
+        # the run's bar as it ended (one line), and its final figure
+        print(_bar_line(self.cfg.title, result.steps, self.total, result.train_seconds), file=self.stream, flush=True)
         if self.show_final and result.history:
             show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 
@@ -106,19 +109,30 @@ class BarView:
 
 
 class NotebookView(BarView):
-    """tqdm bar plus the two-panel figure, redrawn in place every ``plot_every`` epochs."""
+    """tqdm bar plus the two-panel figure, redrawn in place every ``plot_every`` epochs.
+
+    One view can train runs one after another (a grid): each run's start clears the cell's output, so the
+    screen shows one bar and one figure at a time, below ``log`` - a line per run already done."""
 
     def __init__(self):
         super().__init__(notebook=True)
+        self.log: list[str] = []
+
+    def _clear(self) -> None:
+        from IPython.display import clear_output
+        clear_output(wait=True)     # the old output goes when the new arrives: no flicker
+        if self.log:
+            print("\n".join(self.log), flush=True)
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
+        self._clear()               # the previous run's bar and figure
         super().start(cfg, total_steps, steps_per_epoch)
         self.every = redraw_every(cfg, total_steps // steps_per_epoch)
 
     def _redraw(self, result) -> None:
-        from IPython.display import clear_output, display
+        from IPython.display import display
 
-        clear_output(wait=True)
+        self._clear()
         container = getattr(self.bar, "container", None)  # the widget bar, shown again after the clear
         if container is not None:
             display(container)
@@ -141,10 +155,18 @@ class NoView:
     def close(self, result): pass
 
 
+def _bar_line(title: str, n: int, total: int, seconds: float) -> str:
+    from tqdm import tqdm
+    return tqdm.format_meter(n, total, seconds, prefix=title, unit="step", ncols=100)
+
+
 def make_view(mode="auto"):
     """A view object for :func:`cifarlab.engine.train` (see the module docstring for the modes).
 
-    ``True``/``False`` are accepted as ``"auto"``/``"quiet"`` (a notebook's ``LIVE`` parameter)."""
+    ``True``/``False`` are accepted as ``"auto"``/``"quiet"`` (a notebook's ``LIVE`` parameter); a view
+    object is returned as it is (one view for a grid of runs)."""
+    if hasattr(mode, "epoch_end"):
+        return mode
     if mode is True:
         mode = "auto"
     elif mode is False:

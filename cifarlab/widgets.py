@@ -4,6 +4,7 @@
     picker = ClassPicker([0, 55, 58]); picker          # shows the widget in Jupyter / Colab
     picker.ids, picker.names                           # the selection, as Python lists
     picker.make_command                                # make run-all CLASSES="apple otter pickup_truck"
+    picker.notebook_parameter                          # CLASSES = [0, 55, 58]  (for 01_train's parameters cell)
     picker.papermill_yaml                              # -y "CLASSES: [0, 55, 58]"
 
 Built from widgets that exist in ipywidgets 7 and 8 (SelectMultiple, Dropdown, Text, HTML,
@@ -106,6 +107,10 @@ class ClassPicker:
         return f'make run-all CLASSES="{" ".join(self.names)}"'
 
     @property
+    def notebook_parameter(self) -> str:
+        return f"CLASSES = {self.ids}"
+
+    @property
     def papermill_yaml(self) -> str:
         return f'-y "CLASSES: {json.dumps(self.ids)}"'
 
@@ -167,7 +172,8 @@ class ClassPicker:
     def _update(self) -> None:
         if self.valid:
             self.message.value = f"{len(self._ids)} classes selected: {', '.join(self.names)}"
-            self.command.value = (f"Run the suite with them:<br><code>{self.make_command}</code><br>"
+            self.command.value = (f"In the notebooks' parameters cell: <code>{self.notebook_parameter}</code><br>"
+                                  f"Run the suite with them:<br><code>{self.make_command}</code><br>"
                                   f"or papermill: <code>{self.papermill_yaml}</code>")
         else:
             self.message.value = (f"<span style='color:#b00'><b>Select at least two classes</b> "
@@ -200,7 +206,8 @@ class ClassPicker:
 
     def __str__(self) -> str:
         state = "" if self.valid else " (fewer than two: not enough to train)"
-        return f"selected {self.ids} = {self.names}{state}\n{self.make_command}\npapermill {self.papermill_yaml}"
+        return (f"selected {self.ids} = {self.names}{state}\nnotebook parameter: {self.notebook_parameter}\n"
+                f"{self.make_command}\npapermill {self.papermill_yaml}")
 
 
 def picked(picker: "ClassPicker | None", default):

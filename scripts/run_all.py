@@ -3,7 +3,8 @@
     python scripts/run_all.py --out out --classes "apple otter pickup_truck" --seeds 2
 
 0. ``00_pick_classes.ipynb``: prints the selection (no widget front end under papermill);
-1. ``01_train.ipynb`` once per (model, pooling, seed): the improved net for the three pooling
+1. ``01_train.ipynb`` once per (model, pooling, seed) - one configuration per notebook, so each has its
+   own executed notebook (by hand, one 01_train runs the whole grid): the improved net for the three pooling
    tactics, and the template net as the baseline - skipped when a complete record of exactly
    that run is already in ``<out>/runs`` (``--force`` retrains);
 2. ``02_compare.ipynb`` on this experiment's records: tables, choice, ``best/`` with ONNX;
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
                 for seed in range(args.seeds):
                     epochs = args.epochs if args.epochs is not None else (
                         args.template_epochs if model == "template" else None)
-                    params = dict(CLASSES=classes, MODEL=model, POOLING=pooling, SEED=seed, EPOCHS=epochs)
+                    # one run per notebook: a single model, tactic and seed ([seed]: SEEDS=1 would mean a count)
+                    params = dict(CLASSES=classes, MODELS=model, POOLINGS=pooling, SEEDS=[seed], EPOCHS=epochs)
                     plan.append((params, notebook_config(model, classes, pooling, seed, epochs)))
         if not plan:
             raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")

@@ -4,9 +4,10 @@ set tiny parameters, Run All Cells, look at what is on the screen, click the pic
 
 Checked: the kernel the notebook asks for (``python3``) starts without a dialog; the picker shows the
 100 classes with the selection highlighted and in view, real thumbnails for the shipped classes, and
-a ``make run-all`` line that follows a list click and "add this superclass"; training shows one
-progress bar and one figure redrawn in place; the results, the comparison's plots and the reload's
-grid render; no browser console error but the Colab badge image (no network here).
+a ``make run-all`` line that follows a list click and "add this superclass"; the nets' code and the
+pooling figure; training a grid of two runs shows one progress bar and one figure redrawn in place; the
+results, the comparison's plots and the reload's grid render; no browser console error but the Colab
+badge image (no network here).
 
 Screenshots go to $CIFARLAB_ARTIFACTS when it is set (with lab_timings.json). Needs playwright,
 JupyterLab and Debian's chromium; skipped without them unless CIFARLAB_REQUIRE_BROWSER=1 (CI).
@@ -75,7 +76,8 @@ def artifacts(tmp_path_factory) -> Path:
 def lab(tmp_path_factory):
     root, state = tmp_path_factory.mktemp("lab-root"), tmp_path_factory.mktemp("lab-state")
     data = tmp_path_factory.mktemp("lab-data")   # no CIFAR-100 on disk: the shipped sample is all there is
-    lab = Lab(root, state, env={"CIFARLAB_DATA": str(data), "OMP_NUM_THREADS": "1"})
+    # PYTHONPATH: the kernels import this checkout's cifarlab, whichever one the environment has installed
+    lab = Lab(root, state, env={"CIFARLAB_DATA": str(data), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     lab.seen = []                                # every process the server started (its kernels)
     with lab:
         TIMINGS["server_ready_s"] = round(lab.ready_seconds, 1)
@@ -124,9 +126,11 @@ def _close(lab, page):
 
 
 def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
-    nb = prepare(NOTEBOOKS / "01_train.ipynb", lab.root / "01_train.ipynb", EPOCHS=2, OUT=str(lab.root / "runs-01"))
-    i_picker, i_train, i_results = (cell_index(nb, "picker = ClassPicker("), cell_index(nb, "record = run("),
-                                    cell_index(nb, "show_record(record)"))
+    # the lab's grid from one notebook, small: the template net, two tactics, one seed, two epochs
+    nb = prepare(NOTEBOOKS / "01_train.ipynb", lab.root / "01_train.ipynb", MODELS="template",
+                 POOLINGS=["stride", "max"], SEEDS=1, EPOCHS=2, OUT=str(lab.root / "runs-01"))
+    i_picker, i_train, i_results = (cell_index(nb, "picker = ClassPicker("), cell_index(nb, "run_grid("),
+                                    cell_index(nb, "show_record(records[0]"))
     page = _open_and_run(lab, browser, nb.name, watch=i_train)
 
     # --- the picker, as it first appears ------------------------------------------------------------
@@ -144,6 +148,7 @@ def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
         assert t["complete"] and t["w"] > 0 and t["h"] > 0 and t["colours"] > 1000, t
     command = picker.locator(".widget-html-content", has_text="Run the suite with them")
     expect(command).to_contain_text('make run-all CLASSES="apple otter pickup_truck"')
+    expect(command).to_contain_text("CLASSES = [0, 55, 58]")          # the line for the parameters cell
     picker.screenshot(path=str(artifacts / "lab_01_picker.png"))
 
     # --- a click in the list, then a whole superclass ------------------------------------------------
@@ -169,7 +174,16 @@ def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
     assert picker.locator(".widget-html-content", has_text="the full dataset is not on disk yet").count() == 6
     picker.screenshot(path=str(artifacts / "lab_01_picker_changed.png"))
 
-    # --- training: one bar, one figure redrawn in place ------------------------------------------------
+    # --- the nets' code and what each pooling tactic does ------------------------------------------------
+    assert "class TemplateCNN(nn.Module)" in _text(cell(page, cell_index(nb, "getsource(models.TemplateCNN)")))
+    improved = _text(cell(page, cell_index(nb, "getsource(models.ImprovedCNN)")))
+    assert "def _conv_bn(" in improved and "class ImprovedCNN(nn.Module)" in improved
+    pooling = cell(page, cell_index(nb, "pooling_figure("))
+    (image,) = _images(pooling)
+    assert image["w"] > 900 and image["colours"] > 100, image   # the image and four feature maps
+    pooling.screenshot(path=str(artifacts / "lab_01_pooling.png"))
+
+    # --- training the grid: one bar, one figure redrawn in place, run after run ----------------------------
     watched = page.evaluate(WATCHED)
     train = cell(page, i_train)
     assert train.locator(".jp-OutputArea .widget-hprogress").count() == 1
@@ -178,9 +192,11 @@ def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
     assert re.search(r"\b(\d+)/\1\b", train.locator(".jp-OutputArea .widget-hbox").inner_text())  # all steps done
     figure = _images(train)
     assert len(figure) == 1 and figure[0]["w"] > 0 and figure[0]["colours"] > 20
-    assert watched["maxImages"] == 1 and watched["maxBars"] == 1, watched   # never two at once
-    assert watched["figures"] >= 2, watched                                 # redrawn (one per epoch here)
-    assert "test acc" in _text(train)
+    assert watched["maxImages"] == 1 and watched["maxBars"] == 1, watched   # never two at once, over both runs
+    assert watched["figures"] >= 4, watched                                 # redrawn (one per epoch and run)
+    assert "1/2 template net, stride pooling, seed 0: trained" in _text(train)   # the first run, done
+    table = _text(cell(page, cell_index(nb, "grid_table(")))
+    assert "template net, stride pooling, seed 0  trained" in table and "template net, max pooling, seed 0" in table
     train.screenshot(path=str(artifacts / "lab_01_training.png"))
 
     # --- results: the reports and the confusion matrix -------------------------------------------------
@@ -217,13 +233,14 @@ def test_comparison_then_reload_notebooks(lab, browser, artifacts, runs):
     best = lab.root / "best"
     nb = prepare(NOTEBOOKS / "02_compare.ipynb", lab.root / "02_compare.ipynb", RUNS=str(runs), BEST=str(best))
     page = _open_and_run(lab, browser, nb.name)
-    tables = _text(cell(page, cell_index(nb, "comparison = compare_and_save(")))
+    tables = _text(cell(page, cell_index(nb, "comparison = compare(")))
     assert all(c in tables for c in ("template/stride", "template/max", "template/avg"))
     plots = cell(page, cell_index(nb, "plot_comparison("))
     images = _images(plots)
     assert len(images) == 2 and all(i["w"] > 0 and i["colours"] > 20 for i in images), images
     plots.screenshot(path=str(artifacts / "lab_02_plots.png"))
-    assert "Choice: " in _text(cell(page, cell_index(nb, "comparison.decision()")))
+    assert "distinguishable" in _text(cell(page, cell_index(nb, "print(comparison.verdicts)")))
+    assert "Choice: " in _text(cell(page, cell_index(nb, 'print("Choice:"')))
     chosen = cell(page, cell_index(nb, "show_record(comparison.choice.record"))
     assert "test set" in _text(chosen) and len(_images(chosen)) == 2   # curves and confusion matrix
     assert "model.onnx" in _text(cell(page, cell_index(nb, "sorted(p.name for p in Path(BEST)")))

@@ -181,13 +181,14 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     assert f"PyTorch : {n}/{n} predictions as recorded" in text and f"ONNX    : {n}/{n} predictions as recorded" in text
     assert "trained on cpu, reloaded on cpu" in text
     # the comparison notebook printed the paired verdicts
-    decision = _text(_outputs(exp / "notebooks" / "02_compare.ipynb", "comparison.decision()"))
-    assert "paired bootstrap" in decision and "interval" in decision and "Choice: " in decision
+    verdicts = _text(_outputs(exp / "notebooks" / "02_compare.ipynb", "print(comparison.verdicts)"))
+    assert "paired bootstrap" in verdicts and "interval" in verdicts and "distinguishable" in verdicts
+    assert _text(_outputs(exp / "notebooks" / "02_compare.ipynb", 'print("Choice:"')).startswith("Choice: ")
     # the picker notebook ran without a front end and printed the selection
     printed = _text(_outputs(exp / "notebooks" / "00_pick_classes.ipynb", "print(picker)"))
-    assert 'make run-all CLASSES="apple otter pickup_truck"' in printed
+    assert 'make run-all CLASSES="apple otter pickup_truck"' in printed and "CLASSES = [0, 55, 58]" in printed
     # the training cell stays quiet under papermill: a few lines and ONE figure, not a flood of redraws
-    training = _outputs(exp / "notebooks" / "01_train_improved_max_seed0.ipynb", "record = run(")
+    training = _outputs(exp / "notebooks" / "01_train_improved_max_seed0.ipynb", "run_grid(")
     images = [o for o in training if "image/png" in o.get("data", {})]
     assert len(images) == 1, f"{len(images)} figures in the training cell"
     assert len(_text(training).splitlines()) <= 15
@@ -196,7 +197,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     r = _run_all(out, "--seeds", "1", "--epochs", "1", "--models", "template", "--poolings", "avg", "--classes",
                  "0 58", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    summary = _text(_outputs(out / "apple-pickup_truck" / "notebooks" / "02_compare.ipynb", "compare_and_save("))
+    summary = _text(_outputs(out / "apple-pickup_truck" / "notebooks" / "02_compare.ipynb", "comparison = compare("))
     assert "Experiment apple-pickup_truck" in summary and "(1 complete runs)" in summary
     assert "Other experiments in this runs folder (not compared here): apple-otter-pickup_truck" in summary
     assert (exp / "best" / "model.pt").read_bytes() == best_1  # the first comparison's result kept
@@ -220,3 +221,45 @@ def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
     assert len(errors) == 1 and errors[0]["ename"] == "DataError"
     assert len(errors[0]["traceback"]) == 1 and errors[0]["traceback"][0].startswith("DataError: could not download")
     assert not (out / "aquarium_fish-baby" / "best").exists()
+
+
+def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
+    """01_train as a student runs the lab from it, under papermill: two tactics and one seed in one notebook -
+    both trained, two records, one bar and one figure per run in the training cell (papermill: LIVE=False);
+    run again, both skipped and nothing trained. Then 02_compare with BEST=None: compared, nothing saved."""
+    import papermill as pm
+
+    runs = tmp_path / "runs"
+    params = dict(MODELS="template", POOLINGS=["stride", "max"], SEEDS=1, EPOCHS=1, OUT=str(runs), LIVE=False,
+                  USE_PICKER=False)
+    run = lambda name, out, **p: pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / out),
+                                                     parameters=p, kernel_name="python3", progress_bar=False,
+                                                     cwd=str(tmp_path))
+    run("01_train.ipynb", "first.ipynb", **params)
+    records = find_records(runs)
+    assert sorted(r.config.pooling for r in records) == ["max", "stride"]
+    stamps = {r.path: (r.path / "metrics.json").stat().st_mtime_ns for r in records}
+    training = _outputs(tmp_path / "first.ipynb", "run_grid(")
+    kinds = ["png" if "image/png" in o.get("data", {}) else "bar" if re.search(r": 100%\|.*\| (\d+)/\1 ", _text([o]))
+             else "text" for o in training]
+    assert [k for k in kinds if k != "text"] == ["bar", "png", "bar", "png"], kinds   # one of each per run, in order
+    bars = [ln for ln in _text(training).splitlines() if "100%|" in ln]
+    assert bars[0].startswith("template net, stride pooling, seed 0") and bars[1].startswith("template net, max")
+    table = _text(_outputs(tmp_path / "first.ipynb", "grid_table(")).splitlines()
+    state = lambda ln: re.search(r"  (trained|skipped|diverged)  ", ln).group(1)
+    assert [state(ln) for ln in table[1:]] == ["trained", "trained"], table
+
+    run("01_train.ipynb", "second.ipynb", **params)
+    training = _outputs(tmp_path / "second.ipynb", "run_grid(")
+    assert not [o for o in training if "image/png" in o.get("data", {})] and "100%|" not in _text(training)
+    assert "skipped: template net, stride pooling, seed 0 (record exists" in _text(training)
+    table = _text(_outputs(tmp_path / "second.ipynb", "grid_table(")).splitlines()
+    assert [state(ln) for ln in table[1:]] == ["skipped", "skipped"], table
+    assert {r.path: (r.path / "metrics.json").stat().st_mtime_ns for r in find_records(runs)} == stamps
+
+    run("02_compare.ipynb", "compare.ipynb", RUNS=str(runs), BEST=None)
+    assert "template/stride vs template/max" in _text(_outputs(tmp_path / "compare.ipynb",
+                                                               "print(comparison.verdicts)")).replace(
+        "template/max vs template/stride", "template/stride vs template/max")
+    assert "BEST = None: nothing saved" in _text(_outputs(tmp_path / "compare.ipynb", "comparison.save("))
+    assert not (tmp_path / "out").exists()

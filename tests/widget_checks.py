@@ -6,9 +6,10 @@ ipywidgets 7.7.1 (what Colab ships) first on PYTHONPATH. It prints one JSON line
 * the picker built, and driven from code (list selection, superclass, "add this superclass",
   filter, clear), with every state update replayed as the widget front end applies it;
 * the picker's state serialized (widget manager state, as a notebook saves it);
-* the notebook view of a real two-epoch training run: the tqdm widget bar and the figure redrawn
-  in place, with IPython's display messages recorded and applied the way a front end does
-  (``clear_output(wait=True)`` clears when the next output arrives).
+* the notebook view of two real three-epoch training runs, one after another through one view (a
+  grid): the tqdm widget bar and the figure redrawn in place, one of each on screen at a time, with
+  IPython's display messages recorded and applied the way a front end does (``clear_output(wait=True)``
+  clears when the next output arrives).
 """
 import json
 import sys
@@ -83,6 +84,7 @@ class Recorder:
 
     def __init__(self):
         self.events, self.outputs, self._pending_clear = [], [], False
+        self.most = {"widget": 0, "png": 0}     # the most bars and figures on screen at once
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
         kind = ("widget" if "application/vnd.jupyter.widget-view+json" in data else
@@ -91,6 +93,7 @@ class Recorder:
         if self._pending_clear:
             self.outputs, self._pending_clear = [], False
         self.outputs.append(kind)
+        self.most = {k: max(n, self.outputs.count(k)) for k, n in self.most.items()}
 
     def clear_output(self, wait=False):
         self.events.append("clear(wait)" if wait else "clear")
@@ -117,11 +120,14 @@ def liveview_checks() -> dict:
 
     view = make_view("auto")
     cfg = make_config("template", classes=[0, 55, 58], epochs=3, plot_every=1, device="cpu")
-    result = train(cfg, subset_for(cfg, None), view)
+    subset = subset_for(cfg, None)
+    train(cfg.replace(pooling="max"), subset, view)   # a grid: two runs through one view, as run_grid does
+    view.log.append("1/2 done")
+    result = train(cfg, subset, view)
     box = view.bar.container
     bar = [w for w in box.children if type(w).__name__ in ("FloatProgress", "IntProgress")][0]
     return {"view": type(view).__name__, "is_notebook_view": isinstance(view, NotebookView),
-            "epochs": len(result.history), "events": rec.events, "outputs": rec.outputs,
+            "epochs": len(result.history), "events": rec.events, "outputs": rec.outputs, "most": rec.most,
             "bar": {"container": type(box).__name__, "value": bar.value, "max": bar.max, "style": bar.bar_style,
                     "children": [type(w).__name__ for w in box.children]}}
 
