@@ -8,7 +8,8 @@ One module per job:
 * ``config``     - the frozen RunConfig, its checks, presets and identity (run, configuration, experiment)
 * ``data``       - download, verify, cache, the shipped sample, the subset in memory, the validation split
 * ``models``     - Normalize, the template CNN and the improved net (three pooling tactics), safe loading
-* ``engine``     - the device-resident training loop: train_epoch, evaluate, train
+* ``hardware``   - the machine: device, bf16 support, what precision ``auto`` means here
+* ``engine``     - the training loop, as the course writes it, over batches that stay on the device
 * ``figures``    - every plot: training curves, confusion matrix, comparisons, image grids, thumbnails
 * ``liveview``   - tqdm + matplotlib progress
 * ``evaluation`` - final metrics, reports, overfitting measures

@@ -159,7 +159,7 @@ def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int 
 
     import onnxruntime as ort
 
-    from .engine import cpu_name
+    from .hardware import cpu_name
     x = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     out = {}
     for key, batch, repeats in (("latency_ms_b1", 1, repeats_b1), ("latency_ms_b256", 256, repeats_b256)):
