@@ -49,9 +49,7 @@ RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
                         "test_predictions.npz", "selection.json", "model.onnx"})
-# A best/ folder of cifarlab 0.1.0 had no marker: recognised by its layout.
-BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best",
-             legacy=lambda files: files <= BEST_FILES and {"selection.json", "config.json", "model.pt"} <= files)
+BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best")
 
 
 class ExportError(CifarlabError, RuntimeError):

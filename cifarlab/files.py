@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -88,18 +87,17 @@ def check_writable_dir(path, option: str = "--out") -> Path:
 @dataclass(frozen=True)
 class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
-    file, the only files written there, and (optionally) an older version's layout without the marker."""
+    file, and the only files written there."""
 
     marker: str
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
-    legacy: Callable[[set], bool] | None = None
 
 
 def check_replaceable(target, owned: Owned) -> None:
     """Refuse to replace ``target`` unless it is missing, an empty folder, or a previous output of this
-    kind (marker present, or the legacy layout) holding only the files this project writes there."""
+    kind (its marker present) holding only the files this project writes there."""
     target = Path(target)
     if not target.exists() and not target.is_symlink():
         return
@@ -109,8 +107,7 @@ def check_replaceable(target, owned: Owned) -> None:
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    ours = (target / owned.marker).is_file() or (owned.legacy is not None and owned.legacy(set(entries)))
-    if not ours:
+    if not (target / owned.marker).is_file():
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
                           f"it is not a previous {owned.kind} folder, so it is left alone. Pass a new folder path "

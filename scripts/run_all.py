@@ -45,12 +45,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default="cifarlab", help="Jupyter kernel name (make setup registers 'cifarlab')")
     args = ap.parse_args(argv)
 
-    from cifarlab.config import notebook_config
     from cifarlab.data import check_data_dir
     from cifarlab.errors import CifarlabError
     from cifarlab.export import check_best_target
     from cifarlab.files import check_writable_dir
     from cifarlab.records import find_record
+    from cifarlab.sweep import plan_runs
 
     out = Path(args.out).resolve()
     runs = out / "runs"
@@ -59,19 +59,9 @@ def main(argv=None) -> int:
     data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
     # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
     try:
-        if args.seeds < 1:
-            raise CifarlabError(f"SEEDS={args.seeds} is not allowed: need at least one seed")
-        plan = []  # (notebook parameters, the config they make)
-        for model in args.models.split():
-            for pooling in args.poolings.split():
-                for seed in range(args.seeds):
-                    epochs = args.epochs if args.epochs is not None else (
-                        args.template_epochs if model == "template" else None)
-                    params = dict(CLASSES=classes, MODEL=model, POOLING=pooling, SEED=seed, EPOCHS=epochs)
-                    plan.append((params, notebook_config(model, classes, pooling, seed, epochs)))
-        if not plan:
-            raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")
-        first = plan[0][1]
+        plan = plan_runs(classes, args.models, args.poolings, args.seeds, args.epochs, args.template_epochs,
+                         terms="make")
+        first = plan[0]
         exp = out / first.experiment_name
         check_writable_dir(out, "OUT")
         check_data_dir(data_dir)
@@ -82,8 +72,6 @@ def main(argv=None) -> int:
 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-
-    from cifarlab.engine import resolve_config
 
     (exp / "notebooks").mkdir(parents=True, exist_ok=True)
     common = {"DATA_DIR": data_dir}
@@ -100,15 +88,16 @@ def main(argv=None) -> int:
     trained = skipped = 0
     try:
         execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
-        for params, cfg in plan:
-            existing = None if args.force else find_record(runs, resolve_config(cfg)[0])
+        for cfg in plan:
+            existing = None if args.force else find_record(runs, cfg)
             if existing is not None:
                 state = "" if existing.ok else ", diverged"
                 print(f"skipped: {cfg.title} (record exists{state}: {existing.path})", flush=True)
                 skipped += 1
                 continue
-            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", **params,
-                    OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=args.force)
+            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
+                    MODEL=cfg.model, POOLING=cfg.pooling, SEED=cfg.seed, EPOCHS=cfg.epochs, OUT=str(runs), LIVE=False,
+                    USE_PICKER=False, FORCE=args.force)
             trained += 1
         execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
                 EXPERIMENT=first.experiment_name)

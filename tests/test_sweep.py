@@ -195,7 +195,7 @@ def test_plan_is_the_product_without_duplicates():
     (["--classes", "0"], "at least 2 classes"),
     (["--poolings", "max", "median"], "unknown pooling(s) median"),
     (["--models", "resnet"], "unknown model(s) resnet"),
-    (["--seeds", "0"], "the sweep would be empty"),
+    (["--seeds", "0"], "--seeds 0: nothing would run"),
     (["--poolings", ","], "--poolings names nothing"),
     (["--set", "lr=-1"], "lr=-1.0 is not allowed"),
     (["--set", "seed=3"], "set seed with --seeds"),
