@@ -403,8 +403,8 @@ def import_ray(loopback: bool):
     """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
     if sys.modules.get("ray") is not None:
         import ray
-        from ray._private import ray_constants
-        wide = getattr(ray_constants, "ENABLE_RAY_CLUSTER", not loopback)
+        # What Ray read at its import: its documented variable (cifarlab sets it only before importing Ray).
+        wide = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1").lower() in ("1", "true")
         if not ray.is_initialized() and wide == loopback:
             raise SweepError(
                 "Ray was imported in this process before cifarlab could make it listen on 127.0.0.1 only, so a "

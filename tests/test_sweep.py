@@ -259,16 +259,16 @@ def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatc
 
 def test_ray_imported_the_wrong_way_is_refused_before_it_starts(monkeypatch):
     import ray
-    from ray._private import ray_constants
 
     from cifarlab.sweep import SweepError, import_ray
     assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     assert import_ray(True) is ray                  # imported after the loopback variables: fine
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)     # as if imported without them
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")      # as if imported without them
     with pytest.raises(SweepError, match="before cifarlab could make it listen on 127.0.0.1 only"):
         import_ray(True)
     assert import_ray(False) is ray                 # a cluster on another machine: fine then
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with pytest.raises(SweepError, match="cannot join a cluster on another machine"):
         import_ray(False)
 
