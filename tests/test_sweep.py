@@ -190,6 +190,34 @@ def test_plan_is_the_product_without_duplicates():
     assert [(c.classes, c.seed, c.epochs) for c in one.configs] == [((0, 55, 58), 4, 7)]
 
 
+def test_one_planner_for_a_notebook_grid_make_run_all_and_sweeps(tmp_path):
+    from cifarlab.hardware import cpu_bf16_flags
+    from cifarlab.sweep import SweepError, plan_runs
+    # a notebook's grid: MODELS x POOLINGS x SEEDS for its one class selection, in that order
+    plan = plan_runs(["apple", "otter"], ["improved", "template"], ["max", "avg"], [3, 1], template_epochs=5)
+    assert [(c.model, c.pooling, c.seed) for c in plan] == [
+        (m, p, s) for m in ("improved", "template") for p in ("max", "avg") for s in (3, 1)]
+    assert {c.classes for c in plan} == {(0, 55)} and {c.epochs for c in plan} == {30, 5}
+    # "auto" is decided here, once, for this machine: the configs are the ones that run and are recorded
+    assert {c.precision for c in plan if c.model == "improved"} == {"bf16" if cpu_bf16_flags() else "fp32"}
+    # a sweep is this plan for each class subset; the same runs, never planned twice
+    sweep = make_sweep(["0,55", "55,0"], ["improved", "template"], ["max", "avg"], [3, 1], template_epochs=5)
+    assert list(sweep.configs) == plan
+    # errors name the option as the caller writes it
+    with pytest.raises(SweepError, match=r"^SEEDS=0: nothing would run"):
+        plan_runs("0,55", seeds=0, terms="make")
+    with pytest.raises(SweepError, match=r"^--seeds 0: nothing would run"):
+        plan_runs("0,55", seeds=0, terms="cli")
+    with pytest.raises(SweepError, match=r"^POOLINGS names nothing"):
+        plan_runs("0,55", poolings=[])
+    with pytest.raises(SweepError, match="set seed with SEEDS, not as a recipe override"):
+        plan_runs("0,55", overrides={"seed": 3})
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_all.py"), "--seeds", "0", "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "run_all: error: SEEDS=0: nothing would run; give at least 1 seed"
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("args, says", [
     (["--classes", "0,nope"], "unknown class"),
     (["--classes", "0"], "at least 2 classes"),
