@@ -126,6 +126,9 @@ def _names(values) -> list[str]:
 
 def _variants(overrides, say) -> list[dict]:
     """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise SweepError(f"{say('overrides', repr(overrides))}: expected a mapping of config fields to values, "
+                         f"e.g. {{\"lr\": 0.05}} (a list of values makes one run per value)")
     overrides = dict(overrides or {})
     for key in overrides:
         if key in _OWN_FIELDS:
@@ -134,7 +137,7 @@ def _variants(overrides, say) -> list[dict]:
     values = [v if isinstance(v, (list, tuple)) else [v] for v in overrides.values()]
     for k, v in zip(keys, values):
         if not v:
-            raise SweepError(f"the override {k} has no value: the sweep would be empty")
+            raise SweepError(f"the override {k} has no value: nothing would run")
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
@@ -150,12 +153,11 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
               terms: str = "notebook") -> list[RunConfig]:
     """The runs to train for one class selection, in order: models x override variants x poolings x seeds.
 
-    The one planner of runs: ``make run-all``, sweeps (one plan per class subset) and a notebook that trains
-    a grid all call it. Every config is made by :func:`cifarlab.config.notebook_config` and its
-    ``precision="auto"`` decided here, once, for this machine (:func:`_planned`), so the check for an existing
-    record and the record a run writes agree on the run's identity. A bad spec is one :class:`SweepError` (or
-    ConfigError) before any data is loaded, naming the option as the caller spells it (``terms``: ``"cli"``
-    for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``).
+    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid.
+    Configs are made by :func:`cifarlab.config.notebook_config`, and ``precision="auto"`` is decided here, once,
+    for this machine (:func:`_planned`): the record a run writes has the identity planned. A bad spec is one
+    :class:`SweepError` (or ConfigError) before any data loads, naming the option as the caller spells it
+    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``).
 
     ``models``: presets (``improved``, ``template``), a list or a string (``"improved template"``); likewise
     ``poolings``. ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default:

@@ -212,6 +212,8 @@ def test_one_planner_for_a_notebook_grid_make_run_all_and_sweeps(tmp_path):
         plan_runs("0,55", poolings=[])
     with pytest.raises(SweepError, match="set seed with SEEDS, not as a recipe override"):
         plan_runs("0,55", overrides={"seed": 3})
+    with pytest.raises(SweepError, match="^OVERRIDES='lr=0.1': expected a mapping of config fields"):
+        plan_runs("0,55", overrides="lr=0.1")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_all.py"), "--seeds", "0", "--out",
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "run_all: error: SEEDS=0: nothing would run; give at least 1 seed"
