@@ -4,15 +4,13 @@
         loss = F.cross_entropy(model(xb), yb)   # forward, loss
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
 
-Why the loader is not a torch DataLoader: a class subset is a few MB, so it sits on the device as
-uint8 for the whole run, and a batch is an index slice of a seeded permutation - no workers, no
-collation, no host->device copy. Random crops and flips are done on the device, for the whole batch
-at once, with the run's own generator. The learning rate is a torch ``LambdaLR`` scheduler stepping
-every batch. Per-batch loss and correct-count stay on the device and are read back once an epoch,
-so no step waits for the device; a NaN/inf loss is found from those same numbers at the epoch's end
-and reported with its epoch, step and learning rate. Training time is measured around the training
-steps only, evaluation and plotting separately. The device and precision questions live in
-:mod:`cifarlab.hardware`.
+The loader is not a torch DataLoader: a class subset is a few MB, so it sits on the device as uint8
+for the whole run; a batch is a slice of a seeded permutation, cropped and flipped on the device
+with the run's own generator - no workers, no collation, no host->device copy. The learning rate
+is a torch ``LambdaLR`` stepping every batch. Per-batch loss and correct-count stay on the device
+and are read once an epoch (where a NaN/inf loss is caught and reported with its epoch, step and
+learning rate), so no step waits for the device. Training time is measured around the training
+steps only. The device and precision questions live in :mod:`cifarlab.hardware`.
 """
 from __future__ import annotations
 
