@@ -27,8 +27,8 @@ from pathlib import Path
 from cifarlab.comparison import choose, group_records
 from cifarlab.config import POOLINGS, make_config
 from cifarlab.data import load_subset
-from cifarlab.engine import device_summary, pick_device
 from cifarlab.experiment import run
+from cifarlab.hardware import device_summary, pick_device
 
 
 def mean_std(values):

@@ -21,8 +21,9 @@ from pathlib import Path
 from cifarlab.comparison import group_records, paired
 from cifarlab.config import make_config
 from cifarlab.data import load_subset
-from cifarlab.engine import device_summary, pick_device, train
+from cifarlab.engine import train
 from cifarlab.experiment import run
+from cifarlab.hardware import device_summary, pick_device
 
 
 def main() -> None:

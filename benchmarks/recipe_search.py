@@ -64,12 +64,13 @@ def _subset(classes: str, split_seed: int):
 def _run(job: tuple[str, str, int]) -> dict:
     from cifarlab.config import make_config
     from cifarlab.engine import train
+    from cifarlab.hardware import resolve_config
     cand, classes, seed = job
     sub = _subset(classes, seed)
     cfg = make_config("improved", **{"classes": sub.classes.ids, "seed": seed, "split_seed": seed,
                                      "pooling": _OPTIONS["pooling"], "dry_run": _OPTIONS["dry_run"],
                                      **CANDIDATES[cand]})
-    r = train(cfg, sub)
+    r = train(resolve_config(cfg)[0], sub)   # the preset's precision "auto", decided for this machine
     last = r.history[-1]
     return {"candidate": cand, "subset": classes, "seed": seed, "val_acc": last["val_acc"],
             "val_loss": last["val_loss"], "train_acc": last["train_acc"], "train_seconds": r.train_seconds}

@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.config import make_config
 from cifarlab.data import subset_for
-from cifarlab.engine import device_summary, evaluate, pick_device, synchronize, train
+from cifarlab.engine import evaluate, train
+from cifarlab.hardware import device_summary, pick_device, synchronize
 from cifarlab.models import build_model
 
 

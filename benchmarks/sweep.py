@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     ray_kw = {"gpus_per_run": args.gpus_per_run} if args.gpus_per_run is not None else {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    from cifarlab.engine import cpu_name
+    from cifarlab.hardware import cpu_name
     machine = f"{cpu_name()}, {cores} cores" + (f", GPU {gpu}" if gpu else "")
     print(f"machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads by default; {load()}")
     print(f"sweep: {plan.describe()}, {args.epochs} epochs each" + (" (dry run)" if args.dry_run else ""))

@@ -69,18 +69,16 @@ class Experiment:
     label: str
     records: list[Record]                                   # complete, not dry runs, each run once
     diverged: list[Record] = field(default_factory=list)
-    legacy: list[Record] = field(default_factory=list)      # written by cifarlab 0.1.0: no paired data
     copies: int = 0                                         # records of a run already counted
 
     @property
     def classes(self) -> tuple[int, ...]:
-        return next(r.config.classes for r in self.records + self.diverged + self.legacy)
+        return next(r.config.classes for r in self.records + self.diverged)
 
     def describe(self) -> str:
         d = f", {len(self.diverged)} diverged" if self.diverged else ""
-        old = f", {len(self.legacy)} from an older cifarlab" if self.legacy else ""
         copies = f"; {self.copies} copies of those runs counted once" if self.copies else ""
-        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d}{old}{copies})"
+        return f"{self.name}: {self.label} ({len(self.records)} complete runs{d}{copies})"
 
 
 def _once(records: list[Record]) -> list[Record]:
@@ -94,10 +92,7 @@ def _once(records: list[Record]) -> list[Record]:
 
 
 def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
-    """Records grouped by experiment (dry runs left out), and how many dry-run records were left out.
-
-    Records written by cifarlab 0.1.0 (no identity, no validation predictions) are kept apart: they
-    cannot be paired, and their runs are retrained into new records beside them."""
+    """Records grouped by experiment (dry runs left out), and how many dry-run records were left out."""
     by_id: dict[str, Experiment] = {}
     dry = 0
     for r in records:
@@ -106,10 +101,7 @@ def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
             continue
         c = r.config
         e = by_id.setdefault(c.experiment_id, Experiment(c.experiment_id, c.experiment_name, c.experiment_label, []))
-        if "run_id" not in r.metrics:
-            e.legacy.append(r)
-        else:
-            (e.records if r.ok else e.diverged).append(r)
+        (e.records if r.ok else e.diverged).append(r)
     for e in by_id.values():
         n, e.records = len(e.records), _once(e.records)
         e.copies = n - len(e.records)
@@ -471,9 +463,6 @@ class Comparison:
         for r in self.experiment.diverged:
             lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
         lines += [f"not read: {s}" for s in self.skipped]
-        for r in self.experiment.legacy:
-            lines.append(f"written by an older cifarlab, not compared (no paired data): {r.path} - make run-all "
-                         f"or python -m cifarlab train retrains it into a new record beside it")
         return "\n".join(lines)
 
     def tables(self) -> str:
@@ -532,7 +521,7 @@ def compare(runs, experiment=None, records=None) -> Comparison:
     groups = group_records(exp.records)
     if not groups:
         raise ComparisonError(f"experiment {exp.name} in {runs} has no complete runs to compare "
-                              f"({len(exp.diverged)} diverged, {len(exp.legacy)} from an older cifarlab): "
+                              f"({len(exp.diverged)} diverged): "
                               f"train its runs (a diverged one with a lower learning rate)")
     choice, no_choice = None, None
     try:

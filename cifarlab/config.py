@@ -1,11 +1,10 @@
 """One frozen config drives a run: from a notebook's parameters cell or the command line,
 through the engine, into the run's record on disk (``config.json``).
 
-Every field has a default; presets are named sets of overrides (``template``: the course's
-recipe verbatim; ``improved``: the better net and recipe). Values are checked - and coerced
-where unambiguous, since papermill, YAML and JSON hand over strings ("10" -> 10,
-"false" -> False) - when the config is made, before any data loads; an error names the
-field, the value and what is allowed.
+It reads top down: :class:`RunConfig` - its fields, each with a default, then its identity; the
+presets, named sets of overrides (``template``: the course's recipe verbatim; ``improved``: the
+better net and recipe), and :func:`make_config` / :func:`notebook_config`, the only ways a config
+is made; then the checks.
 
 Identity. A run *is* its config minus the fields that only say where it runs and how it is
 shown (:data:`RUNTIME_FIELDS`): two runs with the same identity compute the same numbers
@@ -16,6 +15,10 @@ shown (:data:`RUNTIME_FIELDS`): two runs with the same identity compute the same
   averages over seeds;
 * an **experiment** - the data: classes, validation fraction and split seed
   (``experiment_id``): what one comparison covers.
+
+Checks. Values are checked - and coerced where unambiguous, since papermill, YAML and JSON hand
+over strings ("10" -> 10, "false" -> False) - when the config is made, before any data loads; an
+error names the field, the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -47,8 +50,6 @@ CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "sched
 RUNTIME_FIELDS = ("device", "plot_every")
 # What makes two runs comparable at all: the same data.
 EXPERIMENT_FIELDS = ("classes", "val_fraction", "split_seed")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_MAX_SEED = 2 ** 63 - 1
 
 
 class ConfigError(CifarlabError, ValueError):
@@ -146,7 +147,7 @@ class RunConfig:
         # your own net: its recipe described against the nearest preset
         nearest = self.model if self.model in PRESETS else min(PRESETS, key=lambda p: sum(
             getattr(self, k) != v for k, v in PRESETS[p].items() if k != "model"))
-        base = RunConfig(**PRESETS[nearest])
+        base = make_config(nearest)
         # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
         differs = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
                    if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "net", "pooling")
@@ -183,8 +184,94 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
+# --- presets -------------------------------------------------------------------------------------
+PRESETS: dict[str, dict] = {
+    # The course's recipe as written (Cifar100_CNN, SGD, 500 epochs, the last epoch kept).
+    "template": dict(
+        model="template",
+        hidden_size=32,
+        epochs=500,
+        batch_size=128,
+        optimizer="sgd",
+        lr=5e-3,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="constant",
+        augment="none",
+        label_smoothing=0.0,
+        dropout=0.0,
+        tta_flip=False,
+        select="last",
+        precision="fp32",        # reproduces the course's numbers, so no bf16 here
+    ),
+    # The better net and recipe; each value chosen on validation splits (benchmarks/recipe_search.py).
+    "improved": dict(
+        model="improved",
+        hidden_size=16,          # 16/32/64/128 channels: width 16 beat 12 by ~2 points of val acc
+        epochs=30,               # one-cycle reaches its plateau by ~25 epochs on 3-5 classes
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,                  # the one-cycle peak; BatchNorm makes it safe
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,       # with BatchNorm this mainly keeps the effective lr up
+        schedule="onecycle",
+        warmup_fraction=0.2,
+        augment="crop+flip",     # 450 images a class: translations and mirrors are free data
+        crop_padding=4,
+        label_smoothing=0.1,     # softer targets: less overconfidence on few images
+        dropout=0.1,
+        tta_flip=True,           # reported beside plain accuracy, never instead
+        select="last",           # one-cycle ends at lr 0: the last epoch is the settled one
+        precision="auto",        # bf16 where the hardware has it: 1.5x per epoch, accuracy within noise
+                                 # (benchmarks/precision.py); fp32 elsewhere
+    ),
+}
+
+
+def make_config(preset: str | None = None, **overrides) -> RunConfig:
+    """A config from a preset (``template`` / ``improved``) with fields overridden.
+
+    ``None`` values are ignored, so a notebook can pass its parameters through unchanged."""
+    base: dict = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        base = dict(PRESETS[preset])
+    _check_known(overrides)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if not is_own(base.get("model")):
+        return RunConfig(**base)
+    # Your own net: everything else is checked first (no net is built for a config with a typo), then the
+    # net is built, tried on a dummy batch and fingerprinted for the number of classes and the pooling.
+    from .ownnet import register
+    cfg = RunConfig(**{**base, "model": "improved", "pooling": base.get("pooling", "max").replace(OWN_POOLING, "max")})
+    name, pooling, fingerprint = register(base["model"], len(cfg.classes), base.get("pooling", cfg.pooling), cfg.device)
+    return cfg.replace(model=name, pooling=pooling, net=fingerprint)
+
+
+def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
+    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
+    other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"OVERRIDES={overrides!r} is not allowed: expected a mapping of config fields to values, "
+                          f"e.g. {{\"lr\": 0.05}}")
+    overrides = dict(overrides or {})
+    named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
+    twice = sorted(k for k in overrides if k in named and named[k] is not None)
+    if twice:
+        raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
+                          f"set each in one place")
+    # your own net (a class, or FILE.py:CLASS) trains with the improved recipe; make_config takes any preset
+    preset, named["model"] = ("improved", model) if is_own(model) else (model, None)
+    return make_config(preset, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
+
+
 # --- checking and coercing values ------------------------------------------------------------
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_MAX_SEED = 2 ** 63 - 1
 
 
 def coerce(name: str, value, typ):
@@ -318,90 +405,6 @@ def _check_known(d: dict) -> None:
         close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
         hints = "; ".join(f"{u!r} (did you mean {c[0]!r}?)" if c else repr(u) for u, c in close.items())
         raise ConfigError(f"unknown config field(s) {hints}; known fields: {', '.join(sorted(known))}")
-
-
-# --- presets -------------------------------------------------------------------------------------
-PRESETS: dict[str, dict] = {
-    # The course's recipe as written (Cifar100_CNN, SGD, 500 epochs, the last epoch kept).
-    "template": dict(
-        model="template",
-        hidden_size=32,
-        epochs=500,
-        batch_size=128,
-        optimizer="sgd",
-        lr=5e-3,
-        momentum=0.9,
-        nesterov=False,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="none",
-        label_smoothing=0.0,
-        dropout=0.0,
-        tta_flip=False,
-        select="last",
-        precision="fp32",        # reproduces the course's numbers, so no bf16 here
-    ),
-    # The better net and recipe; each value chosen on validation splits (benchmarks/recipe_search.py).
-    "improved": dict(
-        model="improved",
-        hidden_size=16,          # 16/32/64/128 channels: width 16 beat 12 by ~2 points of val acc
-        epochs=30,               # one-cycle reaches its plateau by ~25 epochs on 3-5 classes
-        batch_size=128,
-        optimizer="sgd",
-        lr=0.1,                  # the one-cycle peak; BatchNorm makes it safe
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,       # with BatchNorm this mainly keeps the effective lr up
-        schedule="onecycle",
-        warmup_fraction=0.2,
-        augment="crop+flip",     # 450 images a class: translations and mirrors are free data
-        crop_padding=4,
-        label_smoothing=0.1,     # softer targets: less overconfidence on few images
-        dropout=0.1,
-        tta_flip=True,           # reported beside plain accuracy, never instead
-        select="last",           # one-cycle ends at lr 0: the last epoch is the settled one
-        precision="auto",        # bf16 where the hardware has it: 1.5x per epoch, accuracy within noise
-                                 # (benchmarks/precision.py); fp32 elsewhere
-    ),
-}
-
-
-def make_config(preset: str | None = None, **overrides) -> RunConfig:
-    """A config from a preset (``template`` / ``improved``) with fields overridden.
-
-    ``None`` values are ignored, so a notebook can pass its parameters through unchanged."""
-    base: dict = {}
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        base = dict(PRESETS[preset])
-    _check_known(overrides)
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if not is_own(base.get("model")):
-        return RunConfig(**base)
-    # Your own net: everything else is checked first (no net is built for a config with a typo), then the
-    # net is built, tried on a dummy batch and fingerprinted for the number of classes and the pooling.
-    from .ownnet import register
-    cfg = RunConfig(**{**base, "model": "improved", "pooling": base.get("pooling", "max").replace(OWN_POOLING, "max")})
-    name, pooling, fingerprint = register(base["model"], len(cfg.classes), base.get("pooling", cfg.pooling), cfg.device)
-    return cfg.replace(model=name, pooling=pooling, net=fingerprint)
-
-
-def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
-    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
-    other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError(f"OVERRIDES={overrides!r} is not allowed: expected a mapping of config fields to values, "
-                          f"e.g. {{\"lr\": 0.05}}")
-    overrides = dict(overrides or {})
-    named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
-    twice = sorted(k for k in overrides if k in named and named[k] is not None)
-    if twice:
-        raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
-                          f"set each in one place")
-    # your own net (a class, or FILE.py:CLASS) trains with the improved recipe; make_config takes any preset
-    preset, named["model"] = ("improved", model) if is_own(model) else (model, None)
-    return make_config(preset, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
 
 
 __all__ = ["RunConfig", "make_config", "notebook_config", "coerce", "PRESETS", "ConfigError", "MODELS", "POOLINGS",

@@ -9,9 +9,10 @@ import math
 
 from .config import RunConfig
 from .data import Subset, check_data_dir, subset_for
-from .engine import TrainingDiverged, resolve_config, train
+from .engine import TrainingDiverged, train
 from .evaluation import evaluate_final
 from .files import check_writable_dir
+from .hardware import resolve_config
 from .liveview import make_view
 from .records import Record, load_record, reusable_record, write_record
 

@@ -60,9 +60,7 @@ RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
                         "test_predictions.npz", "selection.json", "model.onnx", "model.pt2", "net.py"})
-# A best/ folder of cifarlab 0.1.0 had no marker: recognised by its layout.
-BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best",
-             legacy=lambda files: files <= BEST_FILES and {"selection.json", "config.json", "model.pt"} <= files)
+BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best")
 
 
 class ExportError(CifarlabError, RuntimeError):
@@ -187,7 +185,7 @@ def onnx_latency(sess, repeats_b1: int = 50, repeats_b256: int = 5, warmup: int 
     per 256-image batch. Warm-up runs first, then the median of the repeats."""
     import time
 
-    from .engine import cpu_name
+    from .hardware import cpu_name
 
     ort = onnxruntime()
     x = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)

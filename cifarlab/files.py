@@ -28,7 +28,6 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -124,18 +123,17 @@ def check_writable_dir(path, option: str = "--out") -> Path:
 @dataclass(frozen=True)
 class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
-    file, the only files written there, and (optionally) an older version's layout without the marker."""
+    file, and the only files written there."""
 
     marker: str | tuple                           # a file (or any of several files) only this project writes there
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
-    legacy: Callable[[set], bool] | None = None
 
 
 def check_replaceable(target, owned: Owned) -> None:
     """Refuse to replace ``target`` unless it is missing, an empty folder, or a previous output of this
-    kind (marker present, or the legacy layout) holding only the files this project writes there."""
+    kind (its marker present) holding only the files this project writes there."""
     target = Path(target)
     if not target.exists() and not target.is_symlink():
         return
@@ -146,8 +144,7 @@ def check_replaceable(target, owned: Owned) -> None:
     if not entries:
         return
     markers = (owned.marker,) if isinstance(owned.marker, str) else owned.marker
-    ours = any((target / m).is_file() for m in markers) or (owned.legacy is not None and owned.legacy(set(entries)))
-    if not ours:
+    if not any((target / m).is_file() for m in markers):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
                           f"it is not a previous {owned.kind} folder, so it is left alone. Pass a new folder path "

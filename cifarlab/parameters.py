@@ -17,6 +17,8 @@ from pathlib import Path
 from .classes import select_classes
 from .config import MODELS, POOLINGS, RANGES, ConfigError, coerce
 from .errors import CifarlabError
+from .files import user_path
+from .ownnet import is_own
 
 
 class ParameterError(CifarlabError, ValueError):
@@ -26,10 +28,10 @@ class ParameterError(CifarlabError, ValueError):
 def _path(name, v, optional=False):
     if v is None and optional:
         return None
-    if not isinstance(v, (str, Path)) or str(v) == "":
+    if not isinstance(v, (str, Path)) or str(v).strip() == "":
         raise ParameterError(f"{name}={v!r} is not allowed: expected a folder path (a string)"
                              + (", or None" if optional else ""))
-    return str(Path(v).expanduser().absolute())
+    return str(user_path(v, name))
 
 
 def _classes(name, v, optional=False):
@@ -42,11 +44,12 @@ def _classes(name, v, optional=False):
 def _names(choices, what):
     def check(name, v):
         names = v.replace(",", " ").split() if isinstance(v, str) else v
-        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        names = [names] if isinstance(names, type) else names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) or is_own(n) for n in names):
             raise ParameterError(f"{name}={v!r} is not allowed: expected a list of {what}s from {', '.join(choices)}")
-        names = [n.strip().lower() for n in names]
+        names = [n if is_own(n) else n.strip().lower() for n in names]   # your own net: a class or FILE.py:CLASS
         for n in names:
-            if n not in choices:
+            if n not in choices and not is_own(n):
                 close = difflib.get_close_matches(n, choices, n=1)
                 raise ParameterError(f"{name}: unknown {what} {n!r}{f' (did you mean {close[0]!r}?)' if close else ''}"
                                      f"; choose from {', '.join(choices)}")
@@ -128,9 +131,9 @@ def check_parameters(notebook: str, namespace: dict) -> None:
         raise ParameterError(str(e)) from None
     try:
         if notebook == "01_train":     # the grid itself: every run's config checked (OVERRIDES included)
-            from .sweep import make_sweep
-            make_sweep([checked["CLASSES"]], checked["MODELS"], checked["POOLINGS"], checked["SEEDS"],
-                       checked["EPOCHS"], checked["TEMPLATE_EPOCHS"], checked["OVERRIDES"])
+            from .sweep import plan_runs
+            plan_runs(checked["CLASSES"], checked["MODELS"], checked["POOLINGS"], checked["SEEDS"],
+                      checked["EPOCHS"], checked["TEMPLATE_EPOCHS"], checked["OVERRIDES"])
         if notebook == "02_compare" and checked["BEST"] is not None:
             from .export import check_best_target
             check_best_target(checked["BEST"])

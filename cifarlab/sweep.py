@@ -52,6 +52,7 @@ from pathlib import Path
 
 from .config import POOLINGS, PRESETS, RunConfig, notebook_config
 from .errors import CifarlabError
+from .ownnet import is_own
 
 ENGINES = ("local", "ray")
 DEFAULT_RETRIES = 2           # a run whose worker dies is tried at most 1 + this many times
@@ -62,8 +63,8 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disa
                 "RAY_USAGE_STATS_ENABLED": "0"}
 RAY_INSTALL_HINT = "pip install 'cifarlab[ray]' (or: pip install ray)"
 # What a sweep sets by its own options, so never through overrides.
-_OWN_FIELDS = {"classes": "--classes", "model": "--models", "pooling": "--poolings", "seed": "--seeds",
-               "epochs": "--epochs", "dry_run": "--dry-run", "device": "--device"}
+_OWN_FIELDS = {"classes": "classes", "model": "models", "pooling": "poolings", "seed": "seeds", "epochs": "epochs",
+               "dry_run": "dry_run", "device": "device"}
 
 
 class SweepError(CifarlabError, ValueError):
@@ -110,86 +111,117 @@ def _subsets(classes) -> list:
     return classes
 
 
-def _names(values) -> list[str]:
-    """``["improved template"]``, ``"stride,max"`` or a list -> names, each once, in order."""
+def _names(values) -> list:
+    """``["improved template"]``, ``"stride,max"`` or a list -> names, each once, in order. Your own net - a
+    class, or ``FILE.py:CLASS`` - is kept as it is."""
     if values is None:
         return []
-    if isinstance(values, str):
+    if isinstance(values, str) or is_own(values):
         values = [values]
-    out: list[str] = []
+    out: list = []
     for v in values:
-        for name in re.split(r"[,\s]+", str(v).strip().lower()):
+        for name in [v] if isinstance(v, type) else re.split(r"[,\s]+", str(v).strip()):
+            name = name if is_own(name) else name.lower()
             if name and name not in out:
                 out.append(name)
     return out
 
 
-def _variants(overrides) -> list[dict]:
+def _variants(overrides, say) -> list[dict]:
     """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise SweepError(f"{say('overrides', repr(overrides))}: expected a mapping of config fields to values, "
+                         f"e.g. {{\"lr\": 0.05}} (a list of values makes one run per value)")
     overrides = dict(overrides or {})
     for key in overrides:
         if key in _OWN_FIELDS:
-            raise SweepError(f"set {key} with {_OWN_FIELDS[key]}, not as a recipe override")
+            raise SweepError(f"set {key} with {say(_OWN_FIELDS[key])}, not as a recipe override")
     keys = list(overrides)
     values = [v if isinstance(v, (list, tuple)) else [v] for v in overrides.values()]
     for k, v in zip(keys, values):
         if not v:
-            raise SweepError(f"the override {k} has no value: the sweep would be empty")
+            raise SweepError(f"the override {k} has no value: nothing would run")
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _spelled(terms: str, name: str, value=None) -> str:
+    """An option as the caller writes it: ``--seeds 0`` on the command line, ``SEEDS=0`` for make and notebooks."""
+    if terms == "cli":
+        return f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}")
+    return name.upper() + ("" if value is None else f"={value}")
+
+
+def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
+              template_epochs=None, overrides=None, *, dry_run: bool = False, device=None,
+              terms: str = "notebook") -> list[RunConfig]:
+    """The runs to train for one class selection, in order: models x override variants x poolings x seeds.
+
+    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid.
+    Configs are made by :func:`cifarlab.config.notebook_config`, and ``precision="auto"`` is decided here, once,
+    for this machine (:func:`_planned`): the record a run writes has the identity planned. A bad spec is one
+    :class:`SweepError` (or ConfigError) before any data loads, naming the option as the caller spells it
+    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``).
+
+    ``models``: presets (``improved``, ``template``), a list or a string (``"improved template"``); likewise
+    ``poolings``. ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default:
+    each preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
+    other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
+    say = lambda name, value=None: _spelled(terms, name, value)
+    models, poolings = _names(models), _names(poolings)
+    unknown = [m for m in models if m not in PRESETS and not is_own(m)]
+    if unknown:
+        raise SweepError(f"{say('models')}: unknown model(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(sorted(PRESETS))}, or your own net as FILE.py:CLASS")
+    unknown = [p for p in poolings if p not in POOLINGS]
+    if unknown:
+        raise SweepError(f"{say('poolings')}: unknown pooling(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(POOLINGS)}")
+    if isinstance(seeds, (bool, str)) or not isinstance(seeds, int) and not hasattr(seeds, "__iter__"):
+        raise SweepError(f"{say('seeds', repr(seeds))}: give a count (seeds 0..N-1) or a list of seeds")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SweepError(f"{say('seeds', seeds)}: nothing would run; give at least 1 seed")
+        seeds = range(seeds)
+    seeds = list(dict.fromkeys(seeds))
+    empty = [say(what) for what, v in (("models", models), ("poolings", poolings), ("seeds", seeds)) if not v]
+    if empty:
+        raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: nothing would run "
+                         f"(the runs are the product of models x poolings x seeds)")
+    configs: dict[str, RunConfig] = {}
+    for model in models:
+        ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
+        for variant in _variants(overrides, say):
+            for pooling in poolings:
+                for seed in seeds:
+                    cfg = notebook_config(model, classes, pooling, seed, ep, variant,
+                                          dry_run=True if dry_run else None, device=device)
+                    configs.setdefault(cfg.run_id, cfg)
+    return [_planned(c) for c in configs.values()]
 
 
 def make_sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
                template_epochs=None, overrides=None, dry_run: bool = False, device=None) -> Sweep:
-    """Check a sweep spec and expand it into its runs' configs; a bad spec is one :class:`SweepError`
-    (or ConfigError) naming what is wrong, before any data is loaded.
-
-    ``classes``: a list of class subsets, each ids, names or a superclass (``["0,55,58", "vehicles_1"]``);
-    a single string or a tuple of ids is one subset. ``models``: presets (``improved``, ``template``).
-    ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default: each
-    preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
-    other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
+    """:func:`plan_runs` for each class subset, as one :class:`Sweep` without duplicates. ``classes``: a list
+    of class subsets, each ids, names or a superclass (``["0,55,58", "vehicles_1"]``); a single string or a
+    tuple of ids is one subset. Errors name the command line's options (``--seeds``)."""
     subsets = _subsets(classes)
-    models = _names(models)
-    poolings = _names(poolings)
-    unknown = [m for m in models if m not in PRESETS]
-    if unknown:
-        raise SweepError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(sorted(PRESETS))}")
-    unknown = [p for p in poolings if p not in POOLINGS]
-    if unknown:
-        raise SweepError(f"unknown pooling(s) {', '.join(unknown)}: choose from {', '.join(POOLINGS)}")
-    if isinstance(seeds, bool):
-        raise SweepError(f"seeds={seeds!r}: give a count (seeds 0..N-1) or a list of seeds")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise SweepError(f"--seeds {seeds}: the sweep would be empty; give at least 1 seed")
-        seeds = list(range(seeds))
-    seeds = list(dict.fromkeys(seeds))
-    empty = [what for what, v in (("--classes", subsets), ("--models", models), ("--poolings", poolings),
-                                  ("--seeds", seeds)) if not v]
-    if empty:
-        raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: the sweep would be "
-                         f"empty (it is the product of class subsets x models x poolings x seeds)")
-    variants = _variants(overrides)
+    if not subsets:
+        raise SweepError("--classes names nothing: nothing would run (the runs are the product of class subsets x "
+                         "models x poolings x seeds)")
     configs: dict[str, RunConfig] = {}
     for subset in subsets:
-        for model in models:
-            ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
-            for variant in variants:
-                for pooling in poolings:
-                    for seed in seeds:
-                        cfg = notebook_config(model, subset, pooling, seed, ep, variant,
-                                              dry_run=True if dry_run else None, device=device)
-                        configs.setdefault(cfg.run_id, cfg)
+        for cfg in plan_runs(subset, models, poolings, seeds, epochs, template_epochs, overrides, dry_run=dry_run,
+                             device=device, terms="cli"):
+            configs.setdefault(cfg.run_id, cfg)
     return Sweep(tuple(configs.values()))
 
 
 def _planned(cfg: RunConfig) -> RunConfig:
-    """``precision="auto"`` resolved where the sweep is planned (this machine's device), so the check for
-    existing records and the records the workers send back agree on the run's identity. On a cluster of
-    other devices, say the precision (``--set precision=bf16``); a device only the workers have means fp32."""
+    """``precision="auto"`` resolved for this machine's device. On a cluster of other devices, say the precision
+    (``--set precision=bf16``); a device only the workers have means fp32."""
     if cfg.precision != "auto":
         return cfg
-    from .engine import resolve_config
+    from .hardware import resolve_config
     try:
         return resolve_config(cfg)[0]
     except CifarlabError:       # a device this machine lacks (only the workers have it)
@@ -380,8 +412,8 @@ def import_ray(loopback: bool):
     """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
     if sys.modules.get("ray") is not None:
         import ray
-        from ray._private import ray_constants
-        wide = getattr(ray_constants, "ENABLE_RAY_CLUSTER", not loopback)
+        # What Ray read at its import: its documented variable (cifarlab sets it only before importing Ray).
+        wide = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1").lower() in ("1", "true")
         if not ray.is_initialized() and wide == loopback:
             raise SweepError(
                 "Ray was imported in this process before cifarlab could make it listen on 127.0.0.1 only, so a "
@@ -733,7 +765,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     from .records import reusable_record
 
     log = log or (lambda s: print(s, flush=True))
-    sweep = Sweep(tuple(_planned(c) for c in sweep.configs))
     if engine not in ENGINES:
         raise SweepError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if cpus_per_run is not None and not (cpus_per_run > 0 and math.isfinite(cpus_per_run)):

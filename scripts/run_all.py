@@ -47,12 +47,14 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default="cifarlab", help="Jupyter kernel name (make setup registers 'cifarlab')")
     args = ap.parse_args(argv)
 
-    from cifarlab.config import coerce, notebook_config
+    from cifarlab.config import coerce
     from cifarlab.data import check_data_dir
     from cifarlab.errors import CifarlabError
     from cifarlab.export import check_best_target
     from cifarlab.files import check_writable_dir, user_path
+    from cifarlab.ownnet import portable
     from cifarlab.records import reusable_record
+    from cifarlab.sweep import plan_runs
 
     classes = _classes(args.classes)
     # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
@@ -62,20 +64,9 @@ def main(argv=None) -> int:
         runs = out / "runs"
         # the notebooks run with OUT as their working folder: pass the data folder as an absolute path
         data_dir = str(user_path(args.data_dir, "DATA_DIR")) if args.data_dir else None
-        if args.seeds < 1:
-            raise CifarlabError(f"SEEDS={args.seeds} is not allowed: need at least one seed")
-        plan = []  # (notebook parameters, the config they make)
-        for model in args.models.split():
-            for pooling in args.poolings.split():
-                for seed in range(args.seeds):
-                    epochs = args.epochs if args.epochs is not None else (
-                        args.template_epochs if model == "template" else None)
-                    # one run per notebook: a single model, tactic and seed ([seed]: SEEDS=1 would mean a count)
-                    params = dict(CLASSES=classes, MODELS=model, POOLINGS=pooling, SEEDS=[seed], EPOCHS=epochs)
-                    plan.append((params, notebook_config(model, classes, pooling, seed, epochs)))
-        if not plan:
-            raise CifarlabError("MODELS and POOLINGS name no run: give at least one of each")
-        first = plan[0][1]
+        plan = plan_runs(classes, args.models, args.poolings, args.seeds, args.epochs, args.template_epochs,
+                         terms="make")
+        first = plan[0]
         exp = out / first.experiment_name
         check_data_dir(data_dir)
         check_best_target(exp / "best")
@@ -85,8 +76,6 @@ def main(argv=None) -> int:
 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-
-    from cifarlab.engine import resolve_config
 
     (exp / "notebooks").mkdir(parents=True, exist_ok=True)
     common = {"DATA_DIR": data_dir}
@@ -103,15 +92,18 @@ def main(argv=None) -> int:
     trained = skipped = 0
     try:
         execute("00_pick_classes.ipynb", "00_pick_classes.ipynb", CLASSES=classes)
-        for params, cfg in plan:
-            existing = reusable_record(runs, resolve_config(cfg)[0], force)
+        for cfg in plan:
+            existing = reusable_record(runs, cfg, force)
             if existing is not None:
                 state = "" if existing.ok else ", diverged"
                 print(f"skipped: {cfg.title} (record exists{state}: {existing.path})", flush=True)
                 skipped += 1
                 continue
-            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", **params,
-                    OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=force)
+            # one run per notebook: a single model, tactic and seed ([seed]: SEEDS=1 would mean a count); your own
+            # net by its FILE:CLASS, which the notebook loads again
+            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
+                    MODELS=portable(cfg.net) if cfg.net else cfg.model, POOLINGS=cfg.pooling, SEEDS=[cfg.seed],
+                    EPOCHS=cfg.epochs, OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=force)
             trained += 1
         execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
                 EXPERIMENT=first.experiment_name)

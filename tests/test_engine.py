@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from cifarlab.config import ConfigError, make_config
-from cifarlab.engine import TrainingDiverged, augment_batch, lr_factor, pad_images, pick_device, predict_logits, train
+from cifarlab.engine import TrainingDiverged, augment_batch, lr_factor, pad_images, predict_logits, train
 from cifarlab.evaluation import evaluate_final
 from cifarlab.experiment import run
+from cifarlab.hardware import pick_device
 
 
 def test_device_pick(sample_subset):
@@ -21,7 +22,7 @@ def test_device_pick(sample_subset):
 
 
 def test_same_seed_same_numbers_on_cpu(sample_subset):
-    cfg = make_config("improved", hidden_size=8, epochs=2, device="cpu", seed=7)
+    cfg = make_config("improved", hidden_size=8, epochs=2, device="cpu", seed=7, precision="fp32")
     a, b = train(cfg, sample_subset), train(cfg, sample_subset)
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in b.history]
@@ -71,11 +72,10 @@ def test_schedules_are_told_apart():
 
 
 def test_the_schedule_is_what_the_optimizer_used(sample_subset):
-    cfg = make_config("improved", hidden_size=4, epochs=4, device="cpu")
+    cfg = make_config("improved", hidden_size=4, epochs=4, device="cpu", precision="fp32")
     r = train(cfg, sample_subset)
     steps = r.steps // 4
-    assert [h["lr"] for h in r.history] == pytest.approx(
-        [cfg.lr * lr_factor(cfg, e * steps, r.steps) for e in range(4)])
+    assert [h["lr"] for h in r.history] == [cfg.lr * lr_factor(cfg, e * steps, r.steps) for e in range(4)]
 
 
 def test_select_best_restores_the_best_epoch(sample_subset):
@@ -99,20 +99,20 @@ def test_training_without_a_validation_split(sample_subset):
 
 
 def test_precision_auto_resolves_by_what_the_hardware_has(monkeypatch):
-    import cifarlab.engine as engine
+    import cifarlab.hardware as hardware
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "cpu_bf16_flags", lambda: [])
-    p, why = engine.resolve_precision("auto", cpu)
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: [])
+    p, why = hardware.resolve_precision("auto", cpu)
     assert p == "fp32" and "no native bf16" in why
-    monkeypatch.setattr(engine, "cpu_bf16_flags", lambda: ["avx512_bf16"])
-    p, why = engine.resolve_precision("auto", cpu)
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    p, why = hardware.resolve_precision("auto", cpu)
     assert p == "bf16" and "avx512_bf16" in why
-    assert engine.resolve_precision("fp32", cpu)[0] == "fp32"
-    assert engine.resolve_precision("bf16", cpu)[0] == "bf16"
+    assert hardware.resolve_precision("fp32", cpu)[0] == "fp32"
+    assert hardware.resolve_precision("bf16", cpu)[0] == "bf16"
 
 
 def test_the_real_cpu_flags_are_read():
-    from cifarlab.engine import cpu_bf16_flags
+    from cifarlab.hardware import cpu_bf16_flags
     flags = open("/proc/cpuinfo").read()
     assert ("avx512_bf16" in cpu_bf16_flags()) == (" avx512_bf16" in flags)
 
@@ -120,7 +120,7 @@ def test_the_real_cpu_flags_are_read():
 def test_auto_precision_is_resolved_into_the_record(sample_subset, tmp_path):
     """A record says what ran: auto becomes fp32 or bf16 (by this machine's hardware) in its config and
     identity, so an auto run from a bf16 machine is never reused as this machine's fp32 run."""
-    from cifarlab.engine import cpu_bf16_flags
+    from cifarlab.hardware import cpu_bf16_flags
     want = "bf16" if cpu_bf16_flags() else "fp32"
     cfg = make_config("template", epochs=2, precision="auto", device="cpu")
     rec = run(cfg, out=tmp_path, subset=sample_subset, live="none")
@@ -157,7 +157,7 @@ def test_nan_guard_stops_and_keeps_the_record(sample_subset, tmp_path):
 
 
 def test_tta_logits_are_the_mean_over_the_mirror(sample_subset):
-    r = train(make_config("improved", hidden_size=8, epochs=1, device="cpu"), sample_subset)
+    r = train(make_config("improved", hidden_size=8, epochs=1, device="cpu", precision="fp32"), sample_subset)
     x = sample_subset.x_test[:5]
     both = predict_logits(r.model, x, tta_flip=True)
     assert torch.allclose(both, (predict_logits(r.model, x) + predict_logits(r.model, x.flip(2))) / 2, atol=1e-5)
@@ -196,7 +196,77 @@ def test_a_last_batch_of_one_image_joins_the_previous_batch(sample_subset):
     # 129 training images at batch size 128 would leave a batch of one, which BatchNorm cannot train on
     from dataclasses import replace
     small = replace(sample_subset, x_train=sample_subset.x_train[:129], y_train=sample_subset.y_train[:129])
-    r = train(make_config("improved", hidden_size=4, epochs=2, batch_size=128, device="cpu"), small)
+    r = train(make_config("improved", hidden_size=4, epochs=2, batch_size=128, device="cpu", precision="fp32"), small)
     assert r.steps == 2 and len(r.history) == 2
     r = train(make_config("template", epochs=1, batch_size=50, device="cpu"), small)
     assert r.steps == 3  # 50 + 50 + 29: a smaller last batch is kept, as in the template
+
+
+def test_training_refuses_an_unresolved_precision(sample_subset):
+    # "auto" is decided once, where the run is planned (run(), plan_runs): the loop never guesses
+    with pytest.raises(ConfigError, match="precision='auto' is decided where a run is planned"):
+        train(make_config("improved", epochs=1, dry_run=True, device="cpu"), sample_subset)
+
+
+# --- the same numbers as the loop before issue 27 -------------------------------------------------------
+def _loop_before_issue_27(cfg, subset):
+    """The training steps of cifarlab's loop before its rewrite (commit ff5f0e6, ``Batches`` and ``train_epoch``),
+    kept verbatim apart from names: a hand-set list of learning rates written into the optimizer before each step,
+    an epoch's order as a permutation sliced by batch edges, an unaugmented epoch gathered once. Its per-epoch
+    validation pass and statistics are left out: they run in eval mode without gradients and draw no random
+    numbers, so they cannot change the weights. Returns the weights after ``cfg.epochs`` epochs."""
+    import torch.nn.functional as F
+
+    from cifarlab.engine import _rand, make_optimizer, seed_everything
+    from cifarlab.hardware import autocast
+    from cifarlab.models import build_model
+    device = torch.device("cpu")
+    gen = seed_everything(cfg.seed, device)
+    data = subset.to(device)
+    model = build_model(cfg).to(device)
+    opt = make_optimizer(cfg, model)
+    n = len(data.y_train)
+    edges = list(range(0, n, min(cfg.batch_size, n))) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    steps = len(edges) - 1
+    spans = list(zip(edges[:steps], edges[1:steps + 1]))
+    crop, flip = cfg.augment == "crop+flip", cfg.augment in ("flip", "crop+flip")
+    pad = cfg.crop_padding if crop else 0
+    x = pad_images(data.x_train, pad)
+    total = cfg.epochs * steps
+    lrs = None if cfg.schedule == "constant" else [cfg.lr * lr_factor(cfg, s, total) for s in range(total)]
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = _rand(torch.randperm, n, gen=gen, device=device)[:edges[steps]]
+        if pad or flip:
+            images = (augment_batch(x, perm[a:b], pad, flip, gen) for a, b in spans)
+        else:
+            ordered = x[perm]
+            images = (ordered[a:b] for a, b in spans)
+        ys = data.y_train[perm]
+        for i, (xb, (a, b)) in enumerate(zip(images, spans)):
+            if lrs is not None:
+                for g in opt.param_groups:
+                    g["lr"] = lrs[epoch * steps + i]
+            with autocast(cfg.precision, device):
+                logits = model(xb)
+                loss = F.cross_entropy(logits, ys[a:b], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("preset, changes", [
+    ("template", {}),                                                  # constant lr, no augmentation
+    ("improved", {"precision": "fp32"}),                               # one-cycle, crop+flip, label smoothing
+    ("improved", {"precision": "bf16", "pooling": "max", "schedule": "cosine", "augment": "flip", "seed": 3}),
+])
+def test_the_loop_gives_the_weights_of_the_loop_before_it_bit_for_bit(sample_subset, preset, changes):
+    cfg = make_config(preset, epochs=2, device="cpu", **changes)
+    new = train(cfg, sample_subset).model.state_dict()
+    old = _loop_before_issue_27(cfg, sample_subset)
+    assert list(new) == list(old)
+    for k in old:
+        assert torch.equal(new[k], old[k]), k

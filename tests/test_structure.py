@@ -47,7 +47,8 @@ def find_cycle(graph):
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert {"config", "data", "models", "engine", "records", "comparison", "export", "figures", "files"} <= set(graph)
+    assert {"config", "hardware", "data", "models", "engine", "records", "comparison", "export", "figures",
+            "files"} <= set(graph)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -56,6 +57,8 @@ def test_layers_point_one_way():
     assert "export" not in g["records"] and "comparison" not in g["records"]  # records are read by both
     assert g["figures"] == set() and g["errors"] == set()                    # leaves
     assert g["files"] <= {"errors"} and "data" not in g["models"]
+    assert g["hardware"] <= {"config"}   # the machine's answers (device, bf16): asked by the loop, asking nothing of it
+    assert "/proc/cpuinfo" not in (PKG / "engine.py").read_text(), "hardware sniffing belongs in hardware.py"
     # every plot is drawn in figures.py: nothing else builds a matplotlib Figure
     for path in PKG.glob("*.py"):
         if path.stem != "figures":

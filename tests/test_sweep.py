@@ -190,12 +190,42 @@ def test_plan_is_the_product_without_duplicates():
     assert [(c.classes, c.seed, c.epochs) for c in one.configs] == [((0, 55, 58), 4, 7)]
 
 
+def test_one_planner_for_a_notebook_grid_make_run_all_and_sweeps(tmp_path):
+    from cifarlab.hardware import cpu_bf16_flags
+    from cifarlab.sweep import SweepError, plan_runs
+    # a notebook's grid: MODELS x POOLINGS x SEEDS for its one class selection, in that order
+    plan = plan_runs(["apple", "otter"], ["improved", "template"], ["max", "avg"], [3, 1], template_epochs=5)
+    assert [(c.model, c.pooling, c.seed) for c in plan] == [
+        (m, p, s) for m in ("improved", "template") for p in ("max", "avg") for s in (3, 1)]
+    assert {c.classes for c in plan} == {(0, 55)} and {c.epochs for c in plan} == {30, 5}
+    # "auto" is decided here, once, for this machine: the configs are the ones that run and are recorded
+    assert {c.precision for c in plan if c.model == "improved"} == {"bf16" if cpu_bf16_flags() else "fp32"}
+    # a sweep is this plan for each class subset; the same runs, never planned twice
+    sweep = make_sweep(["0,55", "55,0"], ["improved", "template"], ["max", "avg"], [3, 1], template_epochs=5)
+    assert list(sweep.configs) == plan
+    # errors name the option as the caller writes it
+    with pytest.raises(SweepError, match=r"^SEEDS=0: nothing would run"):
+        plan_runs("0,55", seeds=0, terms="make")
+    with pytest.raises(SweepError, match=r"^--seeds 0: nothing would run"):
+        plan_runs("0,55", seeds=0, terms="cli")
+    with pytest.raises(SweepError, match=r"^POOLINGS names nothing"):
+        plan_runs("0,55", poolings=[])
+    with pytest.raises(SweepError, match="set seed with SEEDS, not as a recipe override"):
+        plan_runs("0,55", overrides={"seed": 3})
+    with pytest.raises(SweepError, match="^OVERRIDES='lr=0.1': expected a mapping of config fields"):
+        plan_runs("0,55", overrides="lr=0.1")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_all.py"), "--seeds", "0", "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "run_all: error: SEEDS=0: nothing would run; give at least 1 seed"
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("args, says", [
     (["--classes", "0,nope"], "unknown class"),
     (["--classes", "0"], "at least 2 classes"),
     (["--poolings", "max", "median"], "unknown pooling(s) median"),
     (["--models", "resnet"], "unknown model(s) resnet"),
-    (["--seeds", "0"], "the sweep would be empty"),
+    (["--seeds", "0"], "--seeds 0: nothing would run"),
     (["--poolings", ","], "--poolings names nothing"),
     (["--set", "lr=-1"], "lr=-1.0 is not allowed"),
     (["--set", "seed=3"], "set seed with --seeds"),
@@ -259,16 +289,16 @@ def test_engine_ray_without_ray_says_how_to_install(tmp_path, capsys, monkeypatc
 
 def test_ray_imported_the_wrong_way_is_refused_before_it_starts(monkeypatch):
     import ray
-    from ray._private import ray_constants
 
     from cifarlab.sweep import SweepError, import_ray
     assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     assert import_ray(True) is ray                  # imported after the loopback variables: fine
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)     # as if imported without them
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")      # as if imported without them
     with pytest.raises(SweepError, match="before cifarlab could make it listen on 127.0.0.1 only"):
         import_ray(True)
     assert import_ray(False) is ray                 # a cluster on another machine: fine then
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with pytest.raises(SweepError, match="cannot join a cluster on another machine"):
         import_ray(False)
 
