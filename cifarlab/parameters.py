@@ -102,7 +102,8 @@ SPECS = {
     "00_pick_classes": {"CLASSES": _classes, "DATA_DIR": _DATA_DIR},
     "01_train": {"CLASSES": _classes, "MODELS": _names(MODELS, "model"), "POOLINGS": _names(POOLINGS, "tactic"),
                  "SEEDS": _seeds, "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _overrides,
-                 "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG},
+                 "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG,
+                 "TRAIN_MY_NET": _FLAG},
     # BEST=None: compare only, nothing saved (as compare_and_save(best=None) and the CLI without --best)
     "02_compare": {"RUNS": _path, "BEST": _DATA_DIR, "EXPERIMENT": _experiment, "DATA_DIR": _DATA_DIR},
     "03_reload": {"BEST": _path, "DATA_DIR": _DATA_DIR,

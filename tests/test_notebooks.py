@@ -263,3 +263,30 @@ def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
         "template/max vs template/stride", "template/stride vs template/max")
     assert "BEST = None: nothing saved" in _text(_outputs(tmp_path / "compare.ipynb", "comparison.save("))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_your_own_net_from_a_cell_through_compare_and_a_fresh_kernel_reload(tmp_path):
+    """Issue 23 as a student does it: 01_train's own-net section (the worked example MyNet, which takes a
+    pooling argument) trains beside a template run of the same experiment; 02_compare pairs them and saves
+    best/; 03_reload, in its own fresh kernel that never saw MyNet, reproduces the recorded predictions with
+    PyTorch (the torch.export program) and onnxruntime whichever net was chosen."""
+    import papermill as pm
+
+    runs, best = tmp_path / "runs", tmp_path / "best"
+    run = lambda name, out, **p: pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / out),
+                                                     parameters=p, kernel_name="python3", progress_bar=False,
+                                                     cwd=str(tmp_path))
+    run("01_train.ipynb", "train.ipynb", MODELS="template", POOLINGS="max", SEEDS=1, EPOCHS=2, OUT=str(runs),
+        LIVE=False, USE_PICKER=False, TRAIN_MY_NET=True)
+    records = {r.config.model: r for r in find_records(runs)}
+    assert set(records) == {"template", "MyNet"} and records["MyNet"].config.pooling == "max"
+    assert "class MyNet(nn.Module):" in (records["MyNet"].path / "net.py").read_text()
+    assert "MyNet net, max pooling, seed 0" in _text(_outputs(tmp_path / "train.ipynb", "my_plan = plan_runs("))
+    run("02_compare.ipynb", "compare.ipynb", RUNS=str(runs), BEST=str(best))
+    verdicts = _text(_outputs(tmp_path / "compare.ipynb", "print(comparison.verdicts)"))
+    assert "MyNet/max vs template/max" in verdicts or "template/max vs MyNet/max" in verdicts
+    run("03_reload.ipynb", "reload.ipynb", BEST=str(best))
+    text = _text(_outputs(tmp_path / "reload.ipynb", "verify_reload("))
+    assert re.search(r"PyTorch : 300/300 predictions as recorded", text), text
+    assert re.search(r"ONNX    : 300/300 predictions as recorded", text), text
