@@ -17,7 +17,6 @@ One module per job:
 * ``comparison`` - experiments, configurations, paired statistics, the choice rule
 * ``export``     - best/ folder, ONNX + onnxruntime check, reload
 * ``widgets``    - the class picker
-* ``install``    - the notebooks' install cell: what is missing, nothing upgraded (Colab)
 * ``cli``        - ``python -m cifarlab``
 
 Heavy modules are imported lazily; ``import cifarlab`` is cheap.
