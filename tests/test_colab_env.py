@@ -1,6 +1,7 @@
 """Colab, as near as this machine gets: an environment with Colab's versions of what cifarlab touches
 (tests/colab_versions.txt), cifarlab installed into it by the notebooks' own setup cell, and a check that
-pip changed none of those packages; then 01_train runs one tiny training run there.
+pip changed none of those packages; then 01_train runs one tiny training run there, and the widget checks
+(tests/widget_checks.py) run under Colab's whole widget stack.
 
 How the environment is built (honest, and fast enough for CI):
 * a fresh venv of this Python, with Colab's pip;
@@ -217,6 +218,16 @@ def test_colab_env_setup_cell_changes_none_of_colabs_packages_then_01_trains(tmp
     assert f"cifarlab 0.1.0, torch {md.version('torch')}" in setup_out          # installed, imported, set up
     records = find_records(out / "runs")
     assert records and all(r.config.dry_run and r.metrics for r in records)
-    print(f"\ncolab env: wheels {t_wheels:.0f} s, environment {t_env:.0f} s (torch linked: "
-          f"{len(linked)} distributions), 01_train {t_nb:.0f} s (its setup cell, the install: "
+
+    # 4. the widget code under Colab's whole widget stack (ipywidgets 7.7.1 with Colab's traitlets, IPython,
+    # ipykernel), where tests/test_ipywidgets7.py puts 7.7.1 alone over this environment's
+    r = subprocess.run([str(py), str(ROOT / "tests" / "widget_checks.py"), "picker", "liveview"], capture_output=True,
+                       text=True, env=dict(run_env, MPLBACKEND="Agg"), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["picker"]["ipywidgets"] == "7.7.1" and seen["picker"]["state"]["controls_module"] == "1.5.0"
+    assert all(s["past_the_end"] == [] and s["highlighted"] == s["ids"] for s in seen["picker"]["steps"])
+    assert seen["liveview"]["outputs"] == ["widget", "png"] and seen["liveview"]["bar"]["style"] == "success"
+    print(f"\ncolab env ({time.monotonic() - t0:.0f} s): wheels {t_wheels:.0f} s, environment {t_env:.0f} s "
+          f"(torch linked: {len(linked)} distributions), 01_train {t_nb:.0f} s (its setup cell, the install: "
           f"{setup['metadata']['papermill']['duration']:.0f} s); pip added {added}")
