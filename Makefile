@@ -42,18 +42,24 @@ SWEEP_SUBSETS = $(or $(strip $(SUBSETS)),$(subst $(space),$(comma),$(strip $(CLA
 
 setup: $(VENV)/.installed
 
-# pyproject asks for version ranges. TORCH optionally pins torch first (CI pins the build this
-# machine image carries), e.g. make setup TORCH="torch==2.14.1 torchvision==0.29.1".
+# What running the lab needs (pyproject's dependencies), nothing for tests, JupyterLab or sweeps: those are
+# extras that their own targets add (make test, make lab, make sweep ENGINE=ray). TORCH optionally pins torch
+# first (CI pins the build this machine image carries), e.g. make setup TORCH="torch==2.14.1 torchvision==0.29.1".
 TORCH ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(if $(TORCH),$(PY) -m pip install -q $(TORCH))
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cifarlab)" >/dev/null
 	@$(MAKE) --no-print-directory nbfilter
 	@touch $@
 	@echo "setup done: $(VENV), with its own Jupyter kernel '$(KERNEL)' (inside $(VENV): another clone's"
 	@echo "setup cannot repoint it). Run the notebooks by hand with: make lab"
+
+# An extra on top of setup, once per venv (again when pyproject.toml changes): $(VENV)/.EXTRA-installed
+$(VENV)/.%-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[$*]'
+	@touch $@
 
 # Jupyter's autosave writes outputs and widget state into the notebooks: a git clean filter
 # (.gitattributes) commits them without (scripts/nbtool.py clean); the files on disk keep their outputs.
@@ -66,7 +72,7 @@ nbfilter:
 # notebook's "python3" kernel is this venv's Python (nothing to pick by hand).
 # More options: make lab LAB_ARGS="--port 8890 --no-browser"
 LAB_ARGS ?=
-lab: setup
+lab: $(VENV)/.lab-installed
 	$(PY) -m jupyterlab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 # For a Jupyter installed elsewhere (it needs ipywidgets 8's front end: JupyterLab 4 or Notebook 7):
@@ -80,7 +86,8 @@ user-kernel: setup
 notebooks:
 	$(PYTHON) scripts/nbtool.py sync
 
-test: setup
+# The test tools (pytest, playwright, the pinned JupyterLab, Ray, ruff: the test extra) come with the tests.
+test: $(VENV)/.test-installed
 	$(PY) -m pytest
 
 run-all: setup
@@ -89,7 +96,8 @@ run-all: setup
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(strip $(FORCE)),--force "$(strip $(FORCE))")
 
-sweep: setup
+# ENGINE=ray adds Ray (the ray extra, ~240 MB) to the venv first.
+sweep: setup $(if $(filter ray,$(strip $(ENGINE))),$(VENV)/.ray-installed)
 	$(PY) -m cifarlab sweep $(foreach s,$(SWEEP_SUBSETS),--classes "$(s)") --models $(MODELS) --poolings $(POOLINGS) \
 		--seeds $(SEEDS) --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \

@@ -19,7 +19,6 @@ One module per job:
 * ``sweep``      - the one planner of runs (a notebook's grid, make run-all, sweeps); sweeps here or on Ray
 * ``export``     - best/ folder, ONNX + onnxruntime check, reload
 * ``widgets``    - the class picker
-* ``install``    - the notebooks' install cell: what is missing, nothing upgraded (Colab)
 * ``cli``        - ``python -m cifarlab``
 
 Heavy modules are imported lazily; ``import cifarlab`` is cheap.

@@ -12,7 +12,7 @@ writes. Installed as a git clean filter, it keeps what Jupyter's autosave writes
 disk keeps its outputs.
 
 ``sync``: ``clean``, plus the parts that depend on the repository URL - the *Open in Colab* badge in
-the first cell and the setup cell (``REPO_URL`` and the install) - generated from
+the first cell and the setup cell (the ``%pip install`` where cifarlab is missing) - generated from
 ``pyproject.toml``'s ``[project.urls] Repository``, the one place the URL is written by hand.
 
 Standard library only (the git filter runs with whatever ``python3`` git finds).
@@ -34,27 +34,17 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\(" + re.escape(BADGE_IMAGE) + r"\)\]\(([^)]*)\)")
 
 SETUP_CELL = '''\
-# Setup. Where cifarlab is not installed (Colab, a fresh environment) this installs it from REPO_URL and
-# adds only the packages that are missing: what is installed already (Colab's torch, numpy, ipywidgets)
-# stays as it is. REPO_URL comes from pyproject.toml ([project.urls] Repository): a fork changes it
-# there and runs `make notebooks` (or, for a quick try, edits it here).
-REPO_URL = "{url}"
-try:
-    import cifarlab
-except ImportError:
-    if REPO_URL == "{placeholder}":
-        raise RuntimeError(f"cifarlab is not installed here, and REPO_URL is still the placeholder {{REPO_URL}}: "
-                           "set REPO_URL in this cell to the repository this notebook comes from (your fork), "
-                           "then run the cell again") from None
-    import importlib
-    import subprocess
-    import sys
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", f"git+{{REPO_URL}}"])
-    importlib.invalidate_caches()
-    import cifarlab
-    from cifarlab.install import install_missing
-    install_missing()   # only what is missing; says whether the runtime needs a restart, and why
-cifarlab.notebook_setup()   # versions, device; cifarlab errors shown as one line'''
+# Setup. Where cifarlab is missing (Colab), pip installs it from the lab's repository and leaves the packages
+# the runtime has (torch, numpy, ipywidgets 7.7.1, ...) as they are. The URL is pyproject.toml's [project.urls]
+# Repository, written here by `make notebooks`.{placeholder_note}
+import importlib.util
+if importlib.util.find_spec("cifarlab") is None:
+    %pip install -q "cifarlab @ git+{url}"
+import cifarlab; cifarlab.notebook_setup()   # versions, device; cifarlab errors shown as one line'''
+# While pyproject still has the placeholder, pip fails on it ("could not read Username for 'https://github.com'",
+# then No module named 'cifarlab'): the cell says what to do instead.
+PLACEHOLDER_NOTE = """
+# your-org is a placeholder: pip cannot install from it. Put the URL of your fork (or the course's repository)."""
 
 
 # --- the repository URL ------------------------------------------------------------------------
@@ -81,7 +71,7 @@ def badge(repo_url: str, notebook: str) -> str:
 
 
 def setup_cell(repo_url: str) -> str:
-    return SETUP_CELL.format(url=repo_url, placeholder=PLACEHOLDER)
+    return SETUP_CELL.format(url=repo_url, placeholder_note=PLACEHOLDER_NOTE if repo_url == PLACEHOLDER else "")
 
 
 # --- notebooks as JSON -------------------------------------------------------------------------
@@ -115,14 +105,14 @@ def clean(nb: dict) -> dict:
 
 
 def setup_cells(nb: dict) -> list[dict]:
-    return [c for c in nb["cells"] if c["cell_type"] == "code" and re.search(r"^REPO_URL\s*=", source(c), re.M)]
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and "cifarlab.notebook_setup()" in source(c)]
 
 
 def sync(nb: dict, name: str, repo_url: str) -> dict:
     clean(nb)
     (cell,) = setup_cells(nb) or [None]
     if cell is None:
-        raise ValueError(f"{name}: no setup cell (a code cell assigning REPO_URL)")
+        raise ValueError(f"{name}: no setup cell (a code cell calling cifarlab.notebook_setup())")
     cell["source"] = setup_cell(repo_url)
     first = nb["cells"][0]
     if first["cell_type"] != "markdown" or len(BADGE_RE.findall(source(first))) != 1:

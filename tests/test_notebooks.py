@@ -35,7 +35,7 @@ def test_committed_notebooks_are_clean(path):
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one papermill parameters cell"
     text = json.dumps(nb)
-    assert "colab.research.google.com" in text and "REPO_URL" in text  # Colab badge and install cell
+    assert "colab.research.google.com" in text and "cifarlab @ git+" in text  # Colab badge and install cell
     # the kernel JupyterLab and Colab both start for it, under the name JupyterLab itself writes back
     assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
                                             "name": "python3"}
