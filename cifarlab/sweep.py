@@ -651,7 +651,7 @@ class SweepResult:
                 continue
             try:
                 records = find_records(self.out) if records is None else records   # read the folder once
-                out.append(compare(self.out, exp_id, records))
+                out.append(compare(self.out, cfgs[0].experiment_name, records))
             except CifarlabError as e:
                 out.append(f"{cfgs[0].experiment_name}: {e}")
         return out
