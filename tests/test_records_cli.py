@@ -220,12 +220,14 @@ def test_17_6_strings_from_papermill_yaml_json(tmp_path):
 
 
 def test_17_8_every_hint_names_a_command_and_option_that_exist():
-    """Scan the library, notebooks, scripts and README for `python -m cifarlab ...` hints."""
+    """Scan the library, notebooks, scripts and the docs (README.md, CONTRIBUTING.md, docs/*.md) for
+    `python -m cifarlab ...` hints. (make targets, scripts' options and links: tests/test_docs.py.)"""
     from cifarlab.cli import build_parser
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
+    docs = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]
     texts = [p.read_text() for p in list((ROOT / "cifarlab").glob("*.py")) + list((ROOT / "notebooks").glob("*.ipynb"))
-             + [ROOT / "README.md", ROOT / "scripts" / "run_all.py"]]
+             + docs + [ROOT / "scripts" / "run_all.py"]]
     hints = [m for t in texts for m in re.findall(r"python -m cifarlab ([a-z]+)([^`\"\n)]*)", t)]
     assert len(hints) > 10
     for command, rest in hints:
