@@ -1,7 +1,8 @@
-# cifarlab - the two commands a user needs:
+# cifarlab - the commands a user needs:
 #   make run-all    run the whole lab (notebooks via papermill) on the default classes
-#   make test       run the tests
-# Both set up a local virtual environment first (make setup).
+#   make test       run the fast tests (about 4 minutes): after every change
+#   make test-all   run every test (browser, JupyterLab, ipywidgets 7, Ray cluster, the whole suite): CI
+# Each sets up a local virtual environment first (make setup).
 #   make lab        JupyterLab from that environment, to run the notebooks by hand
 
 PYTHON ?= python3
@@ -37,7 +38,7 @@ empty :=
 space := $(empty) $(empty)
 SWEEP_SUBSETS = $(or $(strip $(SUBSETS)),$(subst $(space),$(comma),$(strip $(CLASSES))))
 
-.PHONY: setup test run-all sweep bench web web-deps clean distclean lab user-kernel notebooks nbfilter
+.PHONY: setup test test-all run-all sweep bench web web-deps clean distclean lab user-kernel notebooks nbfilter
 
 setup: $(VENV)/.installed
 
@@ -79,7 +80,12 @@ user-kernel: setup
 notebooks:
 	$(PYTHON) scripts/nbtool.py sync
 
+# The tiers are pytest markers (pyproject.toml): make test leaves out the tests marked slow (browser, Ray
+# cluster, ipywidgets 7, the whole notebook suite); make test-all runs them all. Both need the same setup.
 test: setup
+	$(PY) -m pytest -m "not slow"
+
+test-all: setup
 	$(PY) -m pytest
 
 run-all: setup

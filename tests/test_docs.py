@@ -25,15 +25,14 @@ def _code(text: str) -> list[str]:
     return fenced + inline
 
 
+MAKE_CALL = re.compile(r"(?:^|[\s;&(|])make\s+([a-z][\w-]*)"                      # make TARGET
+                       r"((?:\s+[A-Z_][A-Z0-9_]*=(?:\"[^\"]*\"|'[^']*'|\S*))*)")     # VAR=value VAR="a b" ...
+
+
 def _make_calls(text: str) -> list[tuple[str, list[str]]]:
     """(target, [VAR, ...]) for every `make target VAR=value ...` in the code of ``text``."""
-    calls = []
-    for code in _code(text):
-        for line in code.splitlines():
-            for m in re.finditer(r"(?:^|[\s;&(|])make\s+([a-z][\w-]*)((?:\s+[A-Z_][A-Z0-9_]*=(?:\"[^\"]*\"|'[^']*'|\S*))*)",
-                                 line):
-                calls.append((m.group(1), re.findall(r"([A-Z_][A-Z0-9_]*)=", m.group(2))))
-    return calls
+    return [(m.group(1), re.findall(r"([A-Z_][A-Z0-9_]*)=", m.group(2)))
+            for code in _code(text) for line in code.splitlines() for m in MAKE_CALL.finditer(line)]
 
 
 def test_the_docs_are_there():
