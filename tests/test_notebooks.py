@@ -220,6 +220,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     assert len(find_records(out / "runs")) == 7
 
 
+@pytest.mark.slow   # two more notebooks: make test-all
 def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--seeds", "1", "--epochs", "1",

@@ -252,6 +252,7 @@ def test_one_run_on_engine_ray_trains_in_process_without_starting_ray(tmp_path):
     assert not ray.is_initialized() and len(r.records) == 1 and next(iter(r.records.values())).ok
 
 
+@pytest.mark.slow   # a subprocess importing torch, for one Ray detail: make test-all
 def test_one_run_on_engine_ray_does_not_even_import_ray(tmp_path):
     # Importing Ray alone costs ~2 s on this CPU: the one-run shortcut must not pay it.
     code = ("import sys; from cifarlab.sweep import make_sweep, run_sweep; "
