@@ -1,6 +1,6 @@
 # cifarlab - the commands a user needs:
 #   make run-all    run the whole lab (notebooks via papermill) on the default classes
-#   make test       run the fast tests (about 4 minutes): after every change
+#   make test       run the fast tests (a few minutes): after every change
 #   make test-all   run every test (browser, JupyterLab, ipywidgets 7, Ray cluster, the whole suite): CI
 # Each sets up a local virtual environment first (make setup).
 #   make lab        JupyterLab from that environment, to run the notebooks by hand

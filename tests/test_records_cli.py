@@ -168,6 +168,7 @@ def test_17_2_cli_diverging_lr_is_its_own_record(runs_folder, record):
     assert _snapshot(record.path) == before
 
 
+@pytest.mark.slow   # loads all 100 classes of the full dataset: make test-all
 def test_17_3_every_class_gives_a_short_folder_name(tmp_path, full_data_dir):
     r = _cli("train", "--dry-run", "--classes", ",".join(map(str, range(100))), "--out", str(tmp_path / "o"),
              "--data-dir", str(full_data_dir), "--live", "none")
