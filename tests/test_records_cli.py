@@ -116,6 +116,7 @@ def runs_folder(record):
     return record.path.parent
 
 
+@pytest.mark.slow   # five compare commands, each a fresh process: make test-all
 def test_17_1_best_never_destroys_what_it_did_not_write(runs_folder, tmp_path):
     before = _snapshot(runs_folder)
     err = _one_line_error(_cli("compare", "--runs", str(runs_folder), "--best", str(runs_folder)))
@@ -202,6 +203,7 @@ def test_17_4_unwritable_out_is_named_before_training(tmp_path, monkeypatch):
         run(make_config("template", epochs=500), out=ro / "runs")
 
 
+@pytest.mark.slow   # a CLI run and three compares, each a fresh process: make test-all
 def test_17_5_no_validation_split_trains_summarizes_and_compares(tmp_path):
     r = _cli("train", "--preset", "template", "--classes", "0,55,58", "--val-fraction", "0", "--epochs", "3",
              "--out", str(tmp_path / "runs"), "--live", "none")
