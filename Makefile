@@ -1,7 +1,8 @@
-# cifarlab - the two commands a user needs:
+# cifarlab - the commands a user needs:
 #   make run-all    run the whole lab (notebooks via papermill) on the default classes
-#   make test       run the tests
-# Both set up a local virtual environment first (make setup).
+#   make test       run the fast tests (a few minutes): after every change
+#   make test-all   run every test (browser, JupyterLab, ipywidgets 7, Ray cluster, the whole suite): CI
+# Each sets up a local virtual environment first (make setup).
 #   make lab        JupyterLab from that environment, to run the notebooks by hand
 
 PYTHON ?= python3
@@ -38,7 +39,7 @@ empty :=
 space := $(empty) $(empty)
 SWEEP_SUBSETS = $(or $(strip $(SUBSETS)),$(subst $(space),$(comma),$(strip $(CLASSES))))
 
-.PHONY: setup test run-all sweep bench web web-deps clean distclean lab user-kernel notebooks nbfilter
+.PHONY: setup test test-all run-all sweep bench web web-deps clean distclean lab user-kernel notebooks nbfilter
 
 setup: $(VENV)/.installed
 
@@ -87,7 +88,12 @@ notebooks:
 	$(PYTHON) scripts/nbtool.py sync
 
 # The test tools (pytest, playwright, the pinned JupyterLab, Ray, ruff: the test extra) come with the tests.
+# The tiers are pytest markers (pyproject.toml): make test leaves out the tests marked slow (browser, Ray
+# cluster, ipywidgets 7, the whole notebook suite, the Colab-versions environment); make test-all runs them all.
 test: $(VENV)/.test-installed
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(VENV)/.test-installed
 	$(PY) -m pytest
 
 run-all: setup

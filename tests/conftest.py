@@ -7,6 +7,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz"
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(items):
+    """A browser or cluster test is always slow too: `make test` (-m "not slow") leaves it out."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path, monkeypatch):
     """No test reads or writes the user's cache: the default data folder is an empty temp dir."""

@@ -20,6 +20,7 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
 def test_accuracy_benchmark_prints_its_final_line(tmp_path):
     out = tmp_path / "runs.jsonl"
     p = _script("accuracy.py", "--classes", "0,55,58", "--seeds", "2", "--poolings", "stride,max",
@@ -47,6 +48,7 @@ def test_accuracy_benchmark_prints_its_final_line(tmp_path):
     assert choose([g for g in groups if g.model == "improved"]).group.pooling == tactic
 
 
+@pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
 def test_speed_benchmark_names_the_machine_and_keeps_its_last_line():
     p = _script("speed.py", "--dry-run", "--device", "cpu")
     assert p.returncode == 0, p.stderr
@@ -58,6 +60,7 @@ def test_speed_benchmark_names_the_machine_and_keeps_its_last_line():
                         r"floor [\d.]+ s/epoch, overhead -?[\d.]+%\)", lines[-1]), lines[-1]
 
 
+@pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
 def test_precision_benchmark_pairs_the_two_precisions(tmp_path):
     p = _script("precision.py", "--subsets", "0,55,58", "--seeds", "2", "--device", "cpu", "--dry-run", "--out",
                 str(tmp_path / "runs"))
@@ -83,6 +86,7 @@ def test_recipe_search_drops_the_test_set_and_uses_one_split_per_seed(monkeypatc
     assert not bool((a.x_val == b.x_val).all())
 
 
+@pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
 def test_recipe_search_runs_and_tabulates(tmp_path):
     out = tmp_path / "search.jsonl"
     p = _script("recipe_search.py", "--subsets", "0,55,58", "--candidates", "w12,w16", "--seeds", "1",

@@ -60,13 +60,14 @@ def test_badge_and_setup_cell_use_the_repository_url(path):
 
 def test_the_url_is_written_by_hand_in_one_place():
     """pyproject.toml has it; the notebooks are generated from it (nbtool sync); the placeholder also
-    appears where nbtool recognizes it and where the README explains it. Nowhere else."""
+    appears where nbtool recognizes it and where the docs explain it (docs/teaching.md). Nowhere else."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
     holders = {f for f in tracked if f != "tests/test_colab.py" and (ROOT / f).is_file()
                and "github.com/your-org" in (ROOT / f).read_text(errors="ignore")}
-    assert holders <= {"pyproject.toml", "scripts/nbtool.py", "README.md", *(f"notebooks/{p.name}" for p in NOTEBOOKS)}
+    assert holders <= {"pyproject.toml", "scripts/nbtool.py", "README.md", "docs/teaching.md",
+                       *(f"notebooks/{p.name}" for p in NOTEBOOKS)}
     assert "pyproject.toml" in holders
 
 

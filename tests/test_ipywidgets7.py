@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CIFARLAB_TEST_CACHE", ROOT / ".test-cache"))
 COLAB = ("ipywidgets==7.7.1", "ipython_genutils==0.2.0")
+pytestmark = pytest.mark.slow      # pip installs into a side folder once, then real runs: make test-all
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ from labdriver import (  # noqa: E402
 )
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser   # (and so slow: make test-all)
 TIMINGS: dict = {}
 
 

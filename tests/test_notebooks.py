@@ -132,6 +132,23 @@ def _run_all(out, *args, cwd, timeout=600, **popen):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, **popen)
 
 
+def test_the_lab_in_four_notebooks_with_one_tiny_run(tmp_path):
+    """make test's notebook run: make run-all with one template run of one epoch - pick, train, compare
+    (best/ with ONNX), reload in a fresh kernel - each notebook executed by papermill."""
+    out = tmp_path / "out"
+    r = _run_all(out, "--models", "template", "--poolings", "avg", "--seeds", "1", "--epochs", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (rec,) = find_records(out / "runs")
+    assert rec.ok and (rec.config.model, rec.config.pooling, rec.config.epochs) == ("template", "avg", 1)
+    exp = out / "apple-otter-pickup_truck"
+    assert {p.name[:2] for p in (exp / "notebooks").glob("*.ipynb")} == {"00", "01", "02", "03"}
+    assert json.loads((exp / "best" / "selection.json").read_text())["run"] == str(rec.path)
+    text = _text(_outputs(exp / "notebooks" / "03_reload.ipynb", "verify_reload("))
+    n = rec.metrics["n_test"]
+    assert f"PyTorch : {n}/{n} predictions as recorded" in text and f"ONNX    : {n}/{n} predictions as recorded" in text
+
+
+@pytest.mark.slow   # the whole suite, 20 notebooks: make test-all (make test runs the tiny one below)
 def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     """The suite as a user meets it: Ctrl-C after the first training run; the rerun skips that run (its
     record untouched) and finishes - comparison, best/ with ONNX, reload in a fresh kernel. Then other
@@ -204,6 +221,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     assert len(find_records(out / "runs")) == 7
 
 
+@pytest.mark.slow   # two more notebooks: make test-all
 def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--seeds", "1", "--epochs", "1",
@@ -223,6 +241,7 @@ def test_a_failing_cell_stops_the_suite_and_keeps_the_notebook(tmp_path):
     assert not (out / "aquarium_fish-baby" / "best").exists()
 
 
+@pytest.mark.slow   # four notebooks run: make test-all (make test runs the tiny suite)
 def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
     """01_train as a student runs the lab from it, under papermill: two tactics and one seed in one notebook -
     both trained, two records, one bar and one figure per run in the training cell (papermill: LIVE=False);

@@ -51,6 +51,7 @@ def _cli(*args, cwd):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_a_file_net_trains_records_and_reloads_without_its_class(tmp_path, sample_subset):
     """From the command line: train, compare (paired against the template), save best/, then reload best/ in
     a fresh process that never imports the net's file: PyTorch (torch.export program) and ONNX reproduce
@@ -186,7 +187,17 @@ BAD = [
 
 
 @pytest.mark.parametrize("case, source, says", BAD, ids=[b[0] for b in BAD])
-def test_every_bad_net_is_one_line_rc2_nothing_written(case, source, says, tmp_path):
+def test_every_bad_net_is_one_line_before_anything_is_built_for_training(case, source, says, tmp_path):
+    if source is not None:
+        _write(tmp_path, source)
+    with pytest.raises(NetError) as e:
+        make_config("template", model=f"{tmp_path / 'net.py'}:Net", epochs=1)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["missing file", "forward raises", "too big"])
+def test_the_command_line_says_one_line_rc2_writes_nothing_and_shows_only_the_students_frames(case, tmp_path):
+    source, says = next((src, says) for c, src, says in BAD if c == case)
     if source is not None:
         _write(tmp_path, source)
     out = tmp_path / "out"

@@ -116,6 +116,7 @@ def runs_folder(record):
     return record.path.parent
 
 
+@pytest.mark.slow   # five compare commands, each a fresh process: make test-all
 def test_17_1_best_never_destroys_what_it_did_not_write(runs_folder, tmp_path):
     before = _snapshot(runs_folder)
     err = _one_line_error(_cli("compare", "--runs", str(runs_folder), "--best", str(runs_folder)))
@@ -168,6 +169,7 @@ def test_17_2_cli_diverging_lr_is_its_own_record(runs_folder, record):
     assert _snapshot(record.path) == before
 
 
+@pytest.mark.slow   # loads all 100 classes of the full dataset: make test-all
 def test_17_3_every_class_gives_a_short_folder_name(tmp_path, full_data_dir):
     r = _cli("train", "--dry-run", "--classes", ",".join(map(str, range(100))), "--out", str(tmp_path / "o"),
              "--data-dir", str(full_data_dir), "--live", "none")
@@ -201,6 +203,7 @@ def test_17_4_unwritable_out_is_named_before_training(tmp_path, monkeypatch):
         run(make_config("template", epochs=500), out=ro / "runs")
 
 
+@pytest.mark.slow   # a CLI run and three compares, each a fresh process: make test-all
 def test_17_5_no_validation_split_trains_summarizes_and_compares(tmp_path):
     r = _cli("train", "--preset", "template", "--classes", "0,55,58", "--val-fraction", "0", "--epochs", "3",
              "--out", str(tmp_path / "runs"), "--live", "none")
@@ -220,12 +223,14 @@ def test_17_6_strings_from_papermill_yaml_json(tmp_path):
 
 
 def test_17_8_every_hint_names_a_command_and_option_that_exist():
-    """Scan the library, notebooks, scripts and README for `python -m cifarlab ...` hints."""
+    """Scan the library, notebooks, scripts and the docs (README.md, CONTRIBUTING.md, docs/*.md) for
+    `python -m cifarlab ...` hints. (make targets, scripts' options and links: tests/test_docs.py.)"""
     from cifarlab.cli import build_parser
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
+    docs = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]
     texts = [p.read_text() for p in list((ROOT / "cifarlab").glob("*.py")) + list((ROOT / "notebooks").glob("*.ipynb"))
-             + [ROOT / "README.md", ROOT / "scripts" / "run_all.py"]]
+             + docs + [ROOT / "scripts" / "run_all.py"]]
     hints = [m for t in texts for m in re.findall(r"python -m cifarlab ([a-z]+)([^`\"\n)]*)", t)]
     assert len(hints) > 10
     for command, rest in hints:

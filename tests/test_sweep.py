@@ -40,7 +40,8 @@ from cifarlab.records import RECORD_FILES, RecordError, load_record, record_path
 from cifarlab.sweep import execute_run, make_sweep, publish_record, run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+# The plan, its errors and a tiny local sweep are in make test's fast tier; every test that starts a Ray
+# runtime is marked cluster (make test-all).
 
 
 # --- helpers: processes, listeners ---------------------------------------------------------------------
@@ -254,6 +255,24 @@ def test_bad_spec_is_one_line_before_anything(args, says, tmp_path, capsys, monk
     assert time.perf_counter() - t0 < 20       # an unreachable cluster fails fast, not after Ray's 14 minutes
 
 
+def test_a_tiny_local_sweep_from_the_command_line(tmp_path, capsys):
+    """The fast tier's sweep: two one-epoch runs on the local engine, each leaving a complete record, one
+    comparison; run again, it trains nothing and rewrites nothing."""
+    out = tmp_path / "s"
+    args = ["sweep", "--classes", "0,55", "--models", "template", "--poolings", "stride", "max", "--seeds", "1",
+            "--epochs", "1", "--out", str(out), "--no-bar"]
+    assert main(args) == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    recs = _complete_records(out)
+    assert sorted(r.config.pooling for r in recs.values()) == ["max", "stride"]
+    assert all(r.ok and r.config.classes == (0, 55) and r.config.epochs == 1 for r in recs.values())
+    assert "=== apple-otter ===" in text and "template/stride" in text and "template/max" in text
+    _no_staging_left(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
 def test_one_run_on_engine_ray_trains_in_process_without_starting_ray(tmp_path):
     import ray
     plan = make_sweep("0,55", ["template"], ["avg"], 1, 1)
@@ -263,6 +282,7 @@ def test_one_run_on_engine_ray_trains_in_process_without_starting_ray(tmp_path):
     assert not ray.is_initialized() and len(r.records) == 1 and next(iter(r.records.values())).ok
 
 
+@pytest.mark.slow   # a subprocess importing torch, for one Ray detail: make test-all
 def test_one_run_on_engine_ray_does_not_even_import_ray(tmp_path):
     # Importing Ray alone costs ~2 s on this CPU: the one-run shortcut must not pay it.
     code = ("import sys; from cifarlab.sweep import make_sweep, run_sweep; "
@@ -379,6 +399,7 @@ def test_diverged_payload_goes_beside_a_complete_record(payload, sample_subset, 
 
 
 # --- a real local Ray, in this process --------------------------------------------------------------
+@pytest.mark.cluster
 class TestLocalRay:
     """``ray.init(num_cpus=2)`` here; the sweep uses that runtime and leaves it running."""
 
@@ -498,6 +519,7 @@ class TestLocalRay:
 
 
 # --- the command line starting its own Ray; Ctrl-C ----------------------------------------------------
+@pytest.mark.cluster
 def test_cli_local_ray_listens_on_loopback_only_and_ctrl_c_keeps_finished_records(tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="clray-", dir=RAY_TMP))
     out = tmp_path / "sweep"
@@ -530,6 +552,7 @@ def test_cli_local_ray_listens_on_loopback_only_and_ctrl_c_keeps_finished_record
 
 
 # --- the benchmark, in dry-run mode -------------------------------------------------------------------
+@pytest.mark.cluster
 def test_benchmark_dry_run_prints_its_last_line(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="b-", dir=RAY_TMP)    # its own Ray sessions, whatever else runs
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--dry-run"], cwd=tmp_path,
@@ -581,6 +604,7 @@ def _check_cluster_sweep(cli, out, rc):
     return finished
 
 
+@pytest.mark.cluster
 def test_cluster_cli_survives_a_worker_killed_mid_run(cluster, tmp_path):
     head, worker = _two_nodes(cluster)
     raylets = {_raylet(head), _raylet(worker)}
@@ -611,6 +635,7 @@ def test_cluster_cli_survives_a_worker_killed_mid_run(cluster, tmp_path):
     assert not list(Path(tempfile.gettempdir()).glob(f"cifarlab-run-{victim}-*"))
 
 
+@pytest.mark.cluster
 def test_cluster_cli_survives_a_node_removed_mid_sweep(cluster, tmp_path):
     head, worker = _two_nodes(cluster)
     head_id = head.node_id

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.browser   # (and so slow: make test-all)
 WEB = ROOT / "web"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ORT_JS = WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.js"
