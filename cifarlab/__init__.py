@@ -40,11 +40,17 @@ def notebook_setup() -> None:
           f"{'CUDA: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU: training on the CPU'}")
 
 
+COLAB_DRIVE = _Path("/content/drive/MyDrive")
+
+
 def out_path(*parts: str) -> str:
     """Where a notebook run by hand writes (its ``OUT`` / ``RUNS`` / ``BEST`` defaults): ``out/`` at
     the top of this cifarlab clone when the notebook runs inside the clone (from ``notebooks/``: beside
-    what ``make run-all`` writes, and ignored by git), else ``out/`` in the working directory
-    (Colab: ``/content/out``). ``make run-all`` passes its own paths."""
+    what ``make run-all`` writes, and ignored by git); in Colab with Google Drive mounted,
+    ``MyDrive/cifarlab/out`` (each Colab notebook has a runtime of its own: Drive is what they share);
+    else ``out/`` in the working directory (Colab without Drive: ``/content/out``)."""
+    if COLAB_DRIVE.is_dir():
+        return str(COLAB_DRIVE.joinpath("cifarlab", "out", *parts))
     cwd = _Path.cwd().resolve()
     clone = _Path(__file__).resolve().parent.parent
     inside = (clone / "pyproject.toml").is_file() and (clone / "notebooks").is_dir() and (

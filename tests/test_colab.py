@@ -152,6 +152,12 @@ def test_hand_run_notebooks_write_to_the_clones_out_folder(tmp_path, monkeypatch
     assert cifarlab.out_path("runs") == str(ROOT / "out" / "runs")  # not notebooks/runs
     monkeypatch.chdir(tmp_path)
     assert cifarlab.out_path("best") == str(tmp_path.resolve() / "out" / "best")  # Colab: /content/out/best
+    # Colab with Drive mounted: every notebook (each in its own runtime) writes to and reads from Drive
+    drive = tmp_path / "drive" / "MyDrive"
+    monkeypatch.setattr(cifarlab, "COLAB_DRIVE", drive)
+    assert cifarlab.out_path("runs") == str(tmp_path.resolve() / "out" / "runs")   # not mounted
+    drive.mkdir(parents=True)
+    assert cifarlab.out_path("runs") == str(drive / "cifarlab" / "out" / "runs")
     if (ROOT / ".git").exists():
         for path in ("out/runs/x", "notebooks/runs/x", "notebooks/best/model.pt", "notebooks/out/x"):
             assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
