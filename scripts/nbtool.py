@@ -37,9 +37,8 @@ SETUP_CELL = '''\
 # Setup. Where cifarlab is missing (Colab), pip installs it from the lab's repository and leaves the packages
 # the runtime has (torch, numpy, ipywidgets 7.7.1, ...) as they are. The URL is pyproject.toml's [project.urls]
 # Repository, written here by `make notebooks`.{placeholder_note}
-import importlib.util
-if importlib.util.find_spec("cifarlab") is None:
-    %pip install -q "cifarlab @ git+{url}"
+import importlib.util   # next line: %pip install cifarlab where it is missing (Colab)
+if not importlib.util.find_spec("cifarlab"): get_ipython().run_line_magic("pip", 'install -q "cifarlab @ git+{url}"')
 import cifarlab; cifarlab.notebook_setup()   # versions, device; cifarlab errors shown as one line'''
 # While pyproject still has the placeholder, pip fails on it ("could not read Username for 'https://github.com'",
 # then No module named 'cifarlab'): the cell says what to do instead.

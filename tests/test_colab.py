@@ -40,7 +40,7 @@ def _code_lines(cell: str) -> list[str]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_badge_and_setup_cell_use_the_repository_url(path):
     """The one badge link is exactly the Colab URL of this notebook in pyproject's repository; the setup cell is
-    four short lines that pip-install exactly that repository where cifarlab is missing; no other GitHub
+    three lines that pip-install exactly that repository where cifarlab is missing; no other GitHub
     address appears anywhere in the notebook."""
     nb = json.loads(path.read_text())
     links = [u for c in nb["cells"] if c["cell_type"] == "markdown"
@@ -51,8 +51,8 @@ def test_badge_and_setup_cell_use_the_repository_url(path):
     code = _code_lines(_setup_cell(nb))
     assert [ln.split("#")[0].rstrip() for ln in code] == [
         "import importlib.util",
-        'if importlib.util.find_spec("cifarlab") is None:',
-        f'    %pip install -q "cifarlab @ git+{REPO_URL}"',
+        f'if not importlib.util.find_spec("cifarlab"): get_ipython().run_line_magic("pip", \'install -q "cifarlab @ '
+        f'git+{REPO_URL}"\')',
         "import cifarlab; cifarlab.notebook_setup()"]
     others = {u for u in re.findall(r"https?://github\.com/[\w.-]+/[\w.-]+", path.read_text())} - {REPO_URL}
     assert others == set()
@@ -95,7 +95,7 @@ def test_sync_for_a_fork(tmp_path):
     nb = nbtool.sync(json.loads(NOTEBOOKS[3].read_text()), NOTEBOOKS[3].name, fork)
     assert "https://colab.research.google.com/github/a-student/cifarlab-fork/blob/main/notebooks/03_reload.ipynb" \
         in _src(nb["cells"][0])
-    assert f'%pip install -q "cifarlab @ git+{fork}"' in _setup_cell(nb)
+    assert f'\'install -q "cifarlab @ git+{fork}"\'' in _setup_cell(nb)
     assert "placeholder" not in _setup_cell(nb)              # the note is for the placeholder only
     placeholder = nbtool.sync(json.loads(NOTEBOOKS[3].read_text()), NOTEBOOKS[3].name, nbtool.PLACEHOLDER)
     assert "your-org is a placeholder: pip cannot install from it" in _setup_cell(placeholder)
