@@ -246,15 +246,16 @@ def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder} has no config.json, so it is not a best/ folder: run the comparison notebook "
                           f"(02_compare.ipynb) or `python -m cifarlab compare --runs RUNS --best {folder}` first")
-    missing = sorted(f for f in BEST_FILES - {"selection.json", BEST_MARKER} if not (folder / f).is_file())
-    if missing:
-        raise ExportError(f"{folder} is an incomplete best/ folder ({', '.join(missing)} missing): save it again "
-                          f"(python -m cifarlab compare --runs RUNS --best {folder}, or notebook 02)")
     try:
         config = RunConfig.from_dict(read_json(folder / "config.json", "best folder", ExportError))
     except (ConfigError, TypeError) as e:
         raise ExportError(f"{folder / 'config.json'} does not hold a valid config ({e}); save best/ again with "
                           f"`python -m cifarlab compare --runs RUNS --best {folder}`") from None
+    own = set() if config.net else {"model.pt2", "net.py"}      # your own net reloads from model.pt2
+    missing = sorted(f for f in BEST_FILES - {"selection.json", BEST_MARKER} - own if not (folder / f).is_file())
+    if missing:
+        raise ExportError(f"{folder} is an incomplete best/ folder ({', '.join(missing)} missing): save it again "
+                          f"(python -m cifarlab compare --runs RUNS --best {folder}, or notebook 02)")
     classes = read_json(folder / "classes.json", "best folder", ExportError)
     return load_model(config, folder / "model.pt", device), config, classes
 
