@@ -82,11 +82,13 @@ def test_git_filter_keeps_autosaved_outputs_out_of_commits(tmp_path):
     git("add", "-A")                                    # (git status lists the file until it is added)
     assert git("diff", "--cached") == "" and git("status", "--porcelain") == ""
     edited = json.loads(nb.read_text())
-    edited["cells"][2]["source"] = "".join(edited["cells"][2]["source"]).replace("SEED = 0", "SEED = 1")
+    (line,) = [ln for ln in edited["cells"][2]["source"] if ln.startswith("SEEDS = 2 ")]
+    edited["cells"][2]["source"] = "".join(edited["cells"][2]["source"]).replace("SEEDS = 2 ", "SEEDS = 3 ")
     nb.write_text(json.dumps(edited))
     diff = git("diff")
     assert [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")] == \
-        ['-    "SEED = 0\\n",', '+    "SEED = 1\\n",']
+        [f"{sign}    {json.dumps(text, ensure_ascii=False)}," for sign, text in
+         (("-", line), ("+", line.replace("SEEDS = 2 ", "SEEDS = 3 ")))]
     git("commit", "-qam", "seed 1")
     committed = json.loads(git("show", "HEAD:notebooks/01_train.ipynb"))
     assert all(c.get("outputs", []) == [] for c in committed["cells"]) and "widgets" not in committed["metadata"]

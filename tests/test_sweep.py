@@ -324,7 +324,8 @@ def test_ray_imported_the_wrong_way_is_refused_before_it_starts(monkeypatch):
 
 
 def test_make_sweep_builds_a_valid_command(tmp_path):
-    p = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "sweep", "SUBSETS=0,55 vehicles_1",
+    p = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "-o", ".venv/.ray-installed", "sweep",
+                        "SUBSETS=0,55 vehicles_1",
                         "ENGINE=ray", "SEEDS=3", "EPOCHS=2", "FORCE=1", "SWEEP_OUT=" + str(tmp_path / "x"),
                         "ADDRESS=127.0.0.1:6379", "GPUS_PER_RUN=0.25"], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
