@@ -231,3 +231,49 @@ def test_an_unregistered_net_says_where_to_define_it():
     with pytest.raises(NetError, match="not defined in this process"):
         build_model(cfg)
     torch.manual_seed(0)
+
+
+def test_a_model_pt2_with_a_pickle_that_runs_code_is_refused(tmp_path):
+    """torch.export.load falls back to full unpickling when weights_only fails: cifarlab never lets it."""
+    import io
+    import pickle
+    import zipfile
+
+    from cifarlab.ownnet import load_exported, save_exported
+
+    good = tmp_path / "model.pt2"
+    save_exported(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3)).float(), good)
+    load_exported(good)                                       # an honest program loads
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("sample_inputs/model.pt"):
+                buf = io.BytesIO()
+                torch.save(Boom(), buf, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+                data = buf.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(NetError, match="not a torch.export program that loads safely"):
+        load_exported(bad)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_make_run_all_trains_a_file_net_beside_the_shipped_ones(tmp_path):
+    """MODELS="template FILE:CLASS": the suite's notebooks train, compare and reload it (03 in its own kernel)."""
+    net = _write(tmp_path, NET)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_all.py"), "--out", str(out), "--kernel",
+                        "python3", "--models", f"template {net}:SmallNet", "--poolings", "max", "--seeds", "1",
+                        "--epochs", "1"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    names = sorted(p.name.split("_")[0] for p in (out / "runs").iterdir() if not p.name.startswith("."))
+    assert names == ["SmallNet", "template"]
+    reload = json.loads((out / "apple-otter-pickup_truck" / "notebooks" / "03_reload.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in reload["cells"] for o in c.get("outputs", []))
+    assert "PyTorch : 300/300 predictions as recorded" in text and "ONNX    : 300/300" in text
