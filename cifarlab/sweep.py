@@ -127,14 +127,15 @@ def _names(values) -> list:
     return out
 
 
-def _variants(overrides, say) -> list[dict]:
+def _variants(overrides, say, terms="cli") -> list[dict]:
     """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
     if overrides is not None and not isinstance(overrides, dict):
         raise SweepError(f"{say('overrides', repr(overrides))}: expected a mapping of config fields to values, "
                          f"e.g. {{\"lr\": 0.05}} (a list of values makes one run per value)")
     overrides = dict(overrides or {})
     for key in overrides:
-        if key in _OWN_FIELDS:
+        # a notebook and make have no options of their own for a dry run or the device: OVERRIDES sets them
+        if key in _OWN_FIELDS and not (terms != "cli" and key in ("dry_run", "device")):
             raise SweepError(f"set {key} with {say(_OWN_FIELDS[key])}, not as a recipe override")
     keys = list(overrides)
     values = [v if isinstance(v, (list, tuple)) else [v] for v in overrides.values()]
@@ -190,7 +191,7 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
     configs: dict[str, RunConfig] = {}
     for model in models:
         ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
-        for variant in _variants(overrides, say):
+        for variant in _variants(overrides, say, terms):
             for pooling in poolings:
                 for seed in seeds:
                     cfg = notebook_config(model, classes, pooling, seed, ep, variant,

@@ -129,7 +129,7 @@ def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
     # the lab's grid from one notebook, small: the template net, two tactics, one seed, two epochs
     nb = prepare(NOTEBOOKS / "01_train.ipynb", lab.root / "01_train.ipynb", MODELS="template",
                  POOLINGS=["stride", "max"], SEEDS=1, EPOCHS=2, OUT=str(lab.root / "runs-01"))
-    i_picker, i_train, i_results = (cell_index(nb, "picker = ClassPicker("), cell_index(nb, "run_grid("),
+    i_picker, i_train, i_results = (cell_index(nb, "picker = ClassPicker("), cell_index(nb, "run_grid(plan"),
                                     cell_index(nb, "show_record(records[0]"))
     page = _open_and_run(lab, browser, nb.name, watch=i_train)
 

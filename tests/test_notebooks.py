@@ -207,7 +207,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     printed = _text(_outputs(exp / "notebooks" / "00_pick_classes.ipynb", "print(picker)"))
     assert 'make run-all CLASSES="apple otter pickup_truck"' in printed and "CLASSES = [0, 55, 58]" in printed
     # the training cell stays quiet under papermill: a few lines and ONE figure, not a flood of redraws
-    training = _outputs(exp / "notebooks" / "01_train_improved_max_seed0.ipynb", "run_grid(")
+    training = _outputs(exp / "notebooks" / "01_train_improved_max_seed0.ipynb", "run_grid(plan")
     images = [o for o in training if "image/png" in o.get("data", {})]
     assert len(images) == 1, f"{len(images)} figures in the training cell"
     assert len(_text(training).splitlines()) <= 15
@@ -260,7 +260,7 @@ def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
     records = find_records(runs)
     assert sorted(r.config.pooling for r in records) == ["max", "stride"]
     stamps = {r.path: (r.path / "metrics.json").stat().st_mtime_ns for r in records}
-    training = _outputs(tmp_path / "first.ipynb", "run_grid(")
+    training = _outputs(tmp_path / "first.ipynb", "run_grid(plan")
     kinds = ["png" if "image/png" in o.get("data", {}) else "bar" if re.search(r": 100%\|.*\| (\d+)/\1 ", _text([o]))
              else "text" for o in training]
     assert [k for k in kinds if k != "text"] == ["bar", "png", "bar", "png"], kinds   # one of each per run, in order
@@ -271,7 +271,7 @@ def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
     assert [state(ln) for ln in table[1:]] == ["trained", "trained"], table
 
     run("01_train.ipynb", "second.ipynb", **params)
-    training = _outputs(tmp_path / "second.ipynb", "run_grid(")
+    training = _outputs(tmp_path / "second.ipynb", "run_grid(plan")
     assert not [o for o in training if "image/png" in o.get("data", {})] and "100%|" not in _text(training)
     assert "skipped: template net, stride pooling, seed 0 (record exists" in _text(training)
     table = _text(_outputs(tmp_path / "second.ipynb", "grid_table(")).splitlines()
