@@ -89,3 +89,20 @@ def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status
         metrics["error"] = "the training loss became nan"
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
+
+
+# A student's own net, as a file would hold it (issue 23): small enough to train in a second, with a pooling argument.
+TINY_NET = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes, pooling="max"):
+        super().__init__()
+        pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "stride": nn.Conv2d(8, 8, 2, stride=2)}[pooling]
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), pool, nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+"""

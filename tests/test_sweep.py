@@ -34,6 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import TINY_NET  # noqa: E402
 
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.records import RECORD_FILES, RecordError, load_record, record_path  # noqa: E402
@@ -662,20 +663,6 @@ def test_cluster_cli_survives_a_node_removed_mid_sweep(cluster, tmp_path):
 
 
 # --- a student's own net (issue 23) on both engines ----------------------------------------------------
-OWN_NET = """
-from torch import nn
-
-
-class SweepNet(nn.Module):
-    def __init__(self, num_classes, pooling="max"):
-        super().__init__()
-        pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "stride": nn.Conv2d(8, 8, 2, stride=2)}[pooling]
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), pool, nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(), nn.Linear(8, num_classes))
-
-    def forward(self, x):
-        return self.body(x)
-"""
 
 
 def _own_records(out: Path) -> dict:
@@ -687,15 +674,15 @@ def _own_records(out: Path) -> dict:
 
 
 def test_a_file_net_in_a_local_sweep_is_compared_with_the_template(tmp_path):
-    (tmp_path / "sweepnet.py").write_text(OWN_NET)
+    (tmp_path / "tinynet.py").write_text(TINY_NET)
     out = tmp_path / "sweep"
-    cli = Cli(["sweep", "--classes", "0,55,58", "--models", "template", "sweepnet.py:SweepNet", "--poolings", "max",
+    cli = Cli(["sweep", "--classes", "0,55,58", "--models", "template", "tinynet.py:TinyNet", "--poolings", "max",
                "--seeds", "1", "--epochs", "1", "--engine", "local", "--no-bar", "--out", str(out)], _env(), tmp_path)
     assert cli.finish(300) == 0, cli.text()
     recs = _own_records(out)
-    assert set(recs) == {("template", "max"), ("SweepNet", "max")}
-    assert (recs[("SweepNet", "max")].path / "model.pt2").is_file()
-    assert re.search(r"(SweepNet/max vs template/max|template/max vs SweepNet/max)", "\n".join(cli.out)), cli.text()
+    assert set(recs) == {("template", "max"), ("TinyNet", "max")}
+    assert (recs[("TinyNet", "max")].path / "model.pt2").is_file()
+    assert re.search(r"(TinyNet/max vs template/max|template/max vs TinyNet/max)", "\n".join(cli.out)), cli.text()
 
 
 @pytest.mark.cluster
@@ -703,14 +690,14 @@ def test_cluster_sweep_of_a_file_net(cluster, tmp_path):
     """The net's file reaches the Ray workers of the loopback two-node cluster by its FILE:CLASS; each worker
     builds it again, checks it is the planned net (its fingerprint), trains and sends the record back."""
     _two_nodes(cluster)
-    (tmp_path / "sweepnet.py").write_text(OWN_NET)
+    (tmp_path / "tinynet.py").write_text(TINY_NET)
     out = tmp_path / "sweep"
-    cli = Cli(["sweep", "--classes", "0,55", "--models", "sweepnet.py:SweepNet", "--poolings", "stride", "max",
+    cli = Cli(["sweep", "--classes", "0,55", "--models", "tinynet.py:TinyNet", "--poolings", "stride", "max",
                "--seeds", "1", "--epochs", "2", "--engine", "ray", "--no-bar", "--out", str(out)],
               _env(RAY_ADDRESS=cluster.address, RAY_TMPDIR=RAY_TMP), tmp_path)
     assert cli.finish(300) == 0, cli.text()
     recs = _own_records(out)
-    assert set(recs) == {("SweepNet", "stride"), ("SweepNet", "max")}
-    assert all((r.path / "model.pt2").is_file() and "class SweepNet" in (r.path / "net.py").read_text()
+    assert set(recs) == {("TinyNet", "stride"), ("TinyNet", "max")}
+    assert all((r.path / "model.pt2").is_file() and "class TinyNet" in (r.path / "net.py").read_text()
                for r in recs.values())
     _no_staging_left(out)

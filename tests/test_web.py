@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_NET
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,20 +39,6 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 
-OWN_NET = """
-from torch import nn
-
-
-class PageNet(nn.Module):
-    def __init__(self, num_classes, pooling="max"):
-        super().__init__()
-        pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2), "stride": nn.Conv2d(8, 8, 2, stride=2)}[pooling]
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), pool, nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(), nn.Linear(8, num_classes))
-
-    def forward(self, x):
-        return self.body(x)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +54,8 @@ def site(tmp_path_factory, sample_subset):
               subset=sample_subset, live="none")
     save_best(rec, root / "best", {}, sample_subset.x_test[:8])
     # a student's own net (issue 23): its best/ serves the page the same way
-    (root / "mynet.py").write_text(OWN_NET)
-    own = run(make_config("improved", model=f"{root / 'mynet.py'}:PageNet", pooling="avg", epochs=2, device="cpu"),
+    (root / "mynet.py").write_text(TINY_NET)
+    own = run(make_config("improved", model=f"{root / 'mynet.py'}:TinyNet", pooling="avg", epochs=2, device="cpu"),
               out=root / "runs", subset=sample_subset, live="none")
     save_best(own, root / "best_own", {}, sample_subset.x_test[:8])
     # a test image: a real test picture, upscaled to 96x96 like a photo from the web
