@@ -195,7 +195,7 @@ def test_training_notebook_as_a_student_runs_it(lab, browser, artifacts):
     assert watched["maxImages"] == 1 and watched["maxBars"] == 1, watched   # never two at once, over both runs
     assert watched["figures"] >= 4, watched                                 # redrawn (one per epoch and run)
     assert "1/2 template net, stride pooling, seed 0: trained" in _text(train)   # the first run, done
-    table = _text(cell(page, cell_index(nb, "grid_table(")))
+    table = _text(cell(page, cell_index(nb, "grid_table(done)")))
     assert "template net, stride pooling, seed 0  trained" in table and "template net, max pooling, seed 0" in table
     train.screenshot(path=str(artifacts / "lab_01_training.png"))
 

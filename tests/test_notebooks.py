@@ -266,7 +266,7 @@ def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
     assert [k for k in kinds if k != "text"] == ["bar", "png", "bar", "png"], kinds   # one of each per run, in order
     bars = [ln for ln in _text(training).splitlines() if "100%|" in ln]
     assert bars[0].startswith("template net, stride pooling, seed 0") and bars[1].startswith("template net, max")
-    table = _text(_outputs(tmp_path / "first.ipynb", "grid_table(")).splitlines()
+    table = _text(_outputs(tmp_path / "first.ipynb", "grid_table(done)")).splitlines()
     state = lambda ln: re.search(r"  (trained|skipped|diverged)  ", ln).group(1)
     assert [state(ln) for ln in table[1:]] == ["trained", "trained"], table
 
@@ -274,7 +274,7 @@ def test_training_notebook_trains_a_grid_then_skips_it(tmp_path):
     training = _outputs(tmp_path / "second.ipynb", "run_grid(plan")
     assert not [o for o in training if "image/png" in o.get("data", {})] and "100%|" not in _text(training)
     assert "skipped: template net, stride pooling, seed 0 (record exists" in _text(training)
-    table = _text(_outputs(tmp_path / "second.ipynb", "grid_table(")).splitlines()
+    table = _text(_outputs(tmp_path / "second.ipynb", "grid_table(done)")).splitlines()
     assert [state(ln) for ln in table[1:]] == ["skipped", "skipped"], table
     assert {r.path: (r.path / "metrics.json").stat().st_mtime_ns for r in find_records(runs)} == stamps
 
