@@ -199,7 +199,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     assert "trained on cpu, reloaded on cpu" in text
     # the comparison notebook printed the paired verdicts
     verdicts = _text(_outputs(exp / "notebooks" / "02_compare.ipynb", "print(comparison.verdicts)"))
-    assert "paired bootstrap" in verdicts and "interval" in verdicts and "distinguishable" in verdicts
+    assert "paired test" in verdicts and "interval" in verdicts and "distinguishable" in verdicts
     assert _text(_outputs(exp / "notebooks" / "02_compare.ipynb", 'print("Choice:"')).startswith("Choice: ")
     # the picker notebook ran without a front end and printed the selection
     printed = _text(_outputs(exp / "notebooks" / "00_pick_classes.ipynb", "print(picker)"))
