@@ -22,7 +22,7 @@ _spec.loader.exec_module(nbtool)
 
 def test_the_suite_is_there():
     assert [p.name for p in NOTEBOOKS] == ["00_pick_classes.ipynb", "01_train.ipynb", "02_compare.ipynb",
-                                           "03_reload.ipynb"]
+                                           "03_reload.ipynb", "04_across_subsets.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
