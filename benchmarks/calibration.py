@@ -95,10 +95,10 @@ def shift_from_records(runs=None) -> tuple[float, str]:
     if runs:
         from cifarlab.comparison import group_records
         from cifarlab.records import find_records
-        est = [(g.n - 1, float(seed_variance(g.correct("test")[0]))) for g in group_records(find_records(runs))
-               if g.n > 1]
+        records = [r for folder in runs for r in find_records(folder)]
+        est = [(g.n - 1, float(seed_variance(g.correct("test")[0]))) for g in group_records(records) if g.n > 1]
         v = sum(f * e for f, e in est) / sum(f for f, _ in est)
-        return float(np.sqrt(max(v, 0))), f"{len(est)} configurations in {runs}, beyond image noise"
+        return float(np.sqrt(max(v, 0))), f"{len(est)} configurations in {', '.join(runs)}, beyond image noise"
     groups: dict = {}
     for line in (Path(__file__).parent / "accuracy_results.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--boot", type=int, default=400, help="bootstrap draws of the old method")
-    ap.add_argument("--runs", help="a runs folder with several seeds per configuration to size the seed shift")
+    ap.add_argument("--runs", nargs="+", help="runs folders with 2+ seeds per configuration: size the seed shift")
     ap.add_argument("--shift", type=float, help="seed shift sd (accuracy points / 100) instead of estimating it")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 300 images, nulls and 3 points only")
     args = ap.parse_args(argv)
