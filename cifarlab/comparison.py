@@ -36,8 +36,8 @@ PAIRED_METHOD = (
     "whole-run accuracy beyond image noise, estimated from the two configurations' own seeds, in a "
     f"{CONFIDENCE:.0%} t interval (Satterthwaite degrees of freedom). With one seed a side seed noise cannot be "
     "estimated: then an exact McNemar interval on the images only one side gets right. Measured by "
-    "benchmarks/calibration.py: two equally good configurations come out 'distinguishable' at most about 5% of "
-    "the time with 2-5 seeds and 150-1000 images, with or without seed shifts.")
+    "benchmarks/calibration.py: two equally good configurations come out 'distinguishable' at most about 6% of "
+    "the time with 2-5 seeds and 150-1000 images, at the seed shifts measured in this project's runs.")
 
 CHOICE_RULE = (
     "Within one experiment, choose the configuration with the highest mean validation accuracy over its "
