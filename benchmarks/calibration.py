@@ -11,8 +11,8 @@ images - where the truth is known, and counts verdicts:
 
 Methods: ``bootstrap`` (the old one: images and seeds resampled, 95% percentile interval), ``sign-flip``
 (images only: random sign flips of the per-image differences), ``chosen`` (cifarlab.comparison's
-paired_interval, what every verdict uses: image variance + seed variance, t interval; exact McNemar with one
-seed a side). A false positive is "distinguishable" under a null.
+paired_interval, what every verdict uses: image variance + variance of whole-run accuracy over seeds,
+Satterthwaite t interval; exact McNemar with one seed a side). A false positive is "distinguishable" under a null.
 
     python benchmarks/calibration.py [--trials 1000] [--runs RUNS]   # RUNS: size SHIFT from those records
     python benchmarks/calibration.py --quick                          # a smaller grid, for the test suite

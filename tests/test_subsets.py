@@ -19,7 +19,7 @@ import calibration  # noqa: E402
 
 
 # --- calibration ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("shift", [0.0, 0.0112], ids=["null a: no seed shift", "null b: the records' seed shift"])
+@pytest.mark.parametrize("shift", [0.0, 0.0187], ids=["null a: no seed shift", "null b: the sweep's seed shift"])
 def test_false_positives_at_two_seeds_and_300_images_stay_near_5_percent(shift):
     # 2000 simulated comparisons of two equally good configurations: at a true 5% the count is 100 +- 10,
     # at 10% it is 200 - so <= 130 (6.5%) tells them apart.
@@ -33,11 +33,11 @@ def test_false_positives_at_two_seeds_and_300_images_stay_near_5_percent(shift):
 
 
 def test_a_true_gap_is_found_more_often_than_the_old_bootstrap_found_it():
+    # 3 seeds, 300 images, a 3-point gap, small seed shifts: measured 44% vs 35% over 1000 trials each
     rng = np.random.default_rng(8)
-    a, b = calibration.simulate(rng, 500, 2, 300, 0.03, 0.0112)
-    new = calibration.chosen(a, b).mean()
-    old = calibration.bootstrap(rng, a, b, 300).mean()
-    assert new > old and new > 0.2
+    a, b = calibration.simulate(rng, 1000, 3, 300, 0.03, 0.0056)
+    new, old = calibration.chosen(a, b).mean(), calibration.bootstrap(rng, a, b, 300).mean()
+    assert new > old + 0.03 and new > 0.3
 
 
 def test_one_seed_a_side_four_against_none_is_not_enough():
