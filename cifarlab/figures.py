@@ -140,6 +140,26 @@ def plot_validation_curves(groups) -> Figure:
     return fig
 
 
+def forest_plot(rows, pooled, title: str, xlabel: str) -> Figure:
+    """One row per subset (``rows``: name, difference, lo, hi), ``pooled`` (est, lo, hi, k; or None) as a
+    diamond at the bottom: whether the subsets agree, and what they say together."""
+    fig = Figure(figsize=(7, 0.32 * len(rows) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ys = list(range(len(rows), 0, -1))
+    for y, (_, d, lo, hi) in zip(ys, rows):
+        ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="s", color="C0", ms=4, capsize=3)
+    labels = [r[0] for r in rows]
+    if pooled is not None:
+        ax.fill([pooled.lo, pooled.est, pooled.hi, pooled.est], [0, 0.3, 0, -0.3], color="C3")
+        ys, labels = ys + [0], labels + [f"pooled ({pooled.k} subsets)"]
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def _np(x):
     return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 

@@ -108,6 +108,7 @@ SPECS = {
     "02_compare": {"RUNS": _path, "BEST": _DATA_DIR, "EXPERIMENT": _experiment, "DATA_DIR": _DATA_DIR},
     "03_reload": {"BEST": _path, "DATA_DIR": _DATA_DIR,
                   "EXPECT_CLASSES": lambda name, v: _classes(name, v, optional=True)},
+    "04_across_subsets": {"RUNS": _path},
 }
 NOT_PARAMETERS = {"REPO_URL"}       # the setup cell's
 

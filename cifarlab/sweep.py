@@ -684,6 +684,9 @@ class SweepResult:
             else:
                 parts.append(f"=== {c}")
         parts.append(summary_table(comparisons))
+        if sum(isinstance(c, Comparison) for c in comparisons) > 1:   # several subsets: is the answer general?
+            from .subsets import across_subsets
+            parts.append("Across subsets, pooled (notebook 04_across_subsets):\n" + across_subsets(self.out).report())
         return "\n\n".join(parts)
 
 

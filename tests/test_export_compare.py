@@ -81,7 +81,7 @@ def test_comparison_of_real_runs(runs):
     best = max(c.groups, key=lambda g: g.mean("val_acc"))
     assert c.choice.group is best or c.choice.group in c.choice.tied and best in c.choice.tied
     assert c.choice.record.metrics["val_acc"] == max(r.metrics["val_acc"] for r in c.choice.group.records)
-    assert "interval" in c.verdicts and "paired bootstrap" in c.decision()
+    assert "interval" in c.verdicts and "paired test" in c.decision()
     assert "validation" in CHOICE_RULE and "test set is reported, never used to choose" in CHOICE_RULE
 
 

@@ -22,7 +22,7 @@ _spec.loader.exec_module(nbtool)
 
 def test_the_suite_is_there():
     assert [p.name for p in NOTEBOOKS] == ["00_pick_classes.ipynb", "01_train.ipynb", "02_compare.ipynb",
-                                           "03_reload.ipynb"]
+                                           "03_reload.ipynb", "04_across_subsets.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -201,7 +201,7 @@ def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     assert "trained on cpu, reloaded on cpu" in text
     # the comparison notebook printed the paired verdicts
     verdicts = _text(_outputs(exp / "notebooks" / "02_compare.ipynb", "print(comparison.verdicts)"))
-    assert "paired bootstrap" in verdicts and "interval" in verdicts and "distinguishable" in verdicts
+    assert "paired test" in verdicts and "interval" in verdicts and "distinguishable" in verdicts
     assert _text(_outputs(exp / "notebooks" / "02_compare.ipynb", 'print("Choice:"')).startswith("Choice: ")
     # the picker notebook ran without a front end and printed the selection
     printed = _text(_outputs(exp / "notebooks" / "00_pick_classes.ipynb", "print(picker)"))
