@@ -96,8 +96,10 @@ def record_path(out, cfg: RunConfig) -> Path:
 
 
 def check_record_target(out, cfg: RunConfig) -> None:
-    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
-    check_replaceable(record_path(out, cfg), RECORD)
+    """Before training: refuse early when ``out/<run_name>`` is something this project did not write. Read under
+    the runs folder's shared lock: another process replacing that record meanwhile is never half seen."""
+    with locked(Path(out), shared=True):
+        check_replaceable(record_path(out, cfg), RECORD)
 
 
 def record_target(out, cfg: RunConfig, ok: bool) -> Path:
@@ -105,9 +107,10 @@ def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
     one is never replaced by a failed one. Refused when the place holds something this project did not write."""
     target = record_path(out, cfg)
-    if not ok and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
-        target = target.with_name(target.name + DIVERGED_SUFFIX)
-    check_replaceable(target, RECORD)
+    with locked(Path(out), shared=True):    # as check_record_target
+        if not ok and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
+            target = target.with_name(target.name + DIVERGED_SUFFIX)
+        check_replaceable(target, RECORD)
     return target
 
 
