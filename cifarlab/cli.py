@@ -6,6 +6,7 @@
     python -m cifarlab compare --runs runs --best best  # table, choice, best/ with ONNX
     python -m cifarlab compare --runs runs --experiment vehicles_1   # when runs/ holds several experiments
     python -m cifarlab classes                          # the 100 classes by superclass
+    python -m cifarlab download                         # the full CIFAR-100 (pretraining needs it)
     python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \
         --poolings stride max avg --seeds 3 --engine ray --out sweeps/x   # many runs, locally or on Ray
 
@@ -107,6 +108,12 @@ def _sweep(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from .data import ensure_dataset
+    print(f"CIFAR-100 is in {ensure_dataset(args.data_dir)}")
+    return 0
+
+
 def _classes(args) -> int:
     from .classes import describe_catalogue
     print(describe_catalogue())
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one class subset: ids, names or a superclass, comma-separated; repeat the option for each "
                         "subset (default 0,55,58)")
     s.add_argument("--models", nargs="+", default=["improved", "template"], metavar="MODEL",
-                   help="presets: improved, template (default both)")
+                   help="presets: improved, template, improved+pretrained (default improved template)")
     s.add_argument("--poolings", nargs="+", default=list(POOLINGS), metavar="POOLING",
                    help=f"tactics: {', '.join(POOLINGS)} (default all three)")
     s.add_argument("--seeds", type=int, default=2, help="seeds per configuration, 0..N-1 (default 2)")
@@ -171,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain runs whose records exist (default: skip them)")
     s.add_argument("--no-bar", action="store_true", help="no progress bar (a line per finished run still)")
     s.set_defaults(func=_sweep)
+    d = sub.add_parser("download", help="get the full CIFAR-100 (170 MB; the sample shipped with cifarlab holds "
+                                        "only classes 0, 55, 58): what pretraining and other classes need")
+    d.add_argument("--data-dir", default=None, help="where to put it (default $CIFARLAB_DATA or ~/.cache/cifarlab)")
+    d.set_defaults(func=_download)
     k = sub.add_parser("classes", help="list the 100 classes by superclass")
     k.set_defaults(func=_classes)
     return ap

@@ -153,7 +153,8 @@ class Group:
 
     @property
     def model(self) -> str:
-        return self.records[0].config.model
+        """The net, as a comparison groups it: a pretrained one (``improved+pretrained``) is a net of its own."""
+        return self.records[0].config.net_name
 
     @property
     def pooling(self) -> str:
@@ -339,13 +340,15 @@ def baselines(own: Group, groups: list[Group]) -> list[Group]:
 
 
 def distinguishability(groups: list[Group], split: str = "test") -> str:
-    """Per model, every pair of its configurations judged on paired data; and every configuration of a
-    student's own net against the shipped nets (:func:`baselines`)."""
+    """Per model, every pair of its configurations judged on paired data; every configuration of a student's
+    own net against the shipped nets (:func:`baselines`); every pretrained one against the same from scratch."""
     pairs = []
     for model in dict.fromkeys(g.model for g in groups):
         gs = [g for g in groups if g.model == model]
         pairs += [(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))]
     pairs += [(own, base) for own in groups if own.records[0].config.net for base in baselines(own, groups)]
+    pairs += [(pre, scratch) for pre in groups if pre.records[0].config.pretrain_epochs for scratch in groups
+              if scratch.model == pre.records[0].config.model and scratch.pooling == pre.pooling]   # same net
     lines = []
     for a, b in pairs:
         a, b = (a, b) if a.mean(f"{split}_acc") >= b.mean(f"{split}_acc") else (b, a)

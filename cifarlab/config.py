@@ -46,6 +46,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
            "augment": AUGMENTS, "select": SELECTS, "precision": PRECISIONS}
 
+# Fields added after records were first written: absent from a config (its record, its identity) while at
+# their default, so every record written before them keeps its name, identity and checksum.
+ADDED_LATER = {"pretrain_epochs": 0}
 # Where a run runs and how it is shown - not what it computes: kept out of its identity.
 RUNTIME_FIELDS = ("device", "plot_every")
 # What makes two runs comparable at all: the same data.
@@ -70,6 +73,7 @@ class RunConfig:
     dropout: float = 0.0
     # the recipe
     epochs: int = 500
+    pretrain_epochs: int = 0                 # first learn from every class you did not pick (0: off; see pretrain)
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 5e-3
@@ -112,12 +116,17 @@ class RunConfig:
         return _digest({k: self.to_dict()[k] for k in EXPERIMENT_FIELDS})
 
     @property
+    def net_name(self) -> str:
+        """The net as comparisons name it: its model, ``+pretrained`` when it starts from a pretrained backbone."""
+        return self.model + ("+pretrained" if self.pretrain_epochs else "")
+
+    @property
     def run_name(self) -> str:
         """The record's folder name: readable, short whatever the class list, unique per identity."""
         k = len(self.classes)
         cls = "c" + "-".join(map(str, self.classes)) if k <= 5 else f"{k}classes"
         dry = "dryrun_" if self.dry_run else ""
-        return f"{dry}{self.model}_{self.pooling}_seed{self.seed}_{cls}_{self.run_id[:8]}"
+        return f"{dry}{self.net_name}_{self.pooling}_seed{self.seed}_{cls}_{self.run_id[:8]}"
 
     @property
     def experiment_name(self) -> str:
@@ -145,7 +154,7 @@ class RunConfig:
     def configuration_label(self) -> str:
         """The configuration in words: model and pooling, and how its recipe differs from its preset's."""
         # your own net: its recipe described against the nearest preset
-        nearest = self.model if self.model in PRESETS else min(PRESETS, key=lambda p: sum(
+        nearest = self.net_name if self.net_name in PRESETS else min(PRESETS, key=lambda p: sum(
             getattr(self, k) != v for k, v in PRESETS[p].items() if k != "model"))
         base = make_config(nearest)
         # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
@@ -153,12 +162,12 @@ class RunConfig:
                    if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "net", "pooling")
                    and getattr(self, f.name) != getattr(base, f.name)
                    and not (f.name == "precision" and base.precision == "auto")]
-        same = f"{nearest} {'preset' if self.model in PRESETS else 'recipe'}"
-        return f"{self.model}/{self.pooling} ({', '.join(differs) if differs else same})"
+        same = f"{nearest} {'preset' if self.net_name in PRESETS else 'recipe'}"
+        return f"{self.net_name}/{self.pooling} ({', '.join(differs) if differs else same})"
 
     @property
     def title(self) -> str:
-        return f"{self.model} net, {self.pooling} pooling, seed {self.seed}"
+        return f"{self.net_name} net, {self.pooling} pooling, seed {self.seed}"
 
     # --- (de)serialization --------------------------------------------------------------------
     def replace(self, **changes) -> "RunConfig":
@@ -167,6 +176,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
+        for name, default in ADDED_LATER.items():   # left out at its default: older records keep their identity
+            if d[name] == default:
+                del d[name]
         return d
 
     def to_json(self) -> str:
@@ -228,10 +240,17 @@ PRESETS: dict[str, dict] = {
                                  # (benchmarks/precision.py); fp32 elsewhere
     ),
 }
+# The improved net, first trained on the train images of every class you did not pick (cifarlab.pretrain),
+# then fine-tuned on yours with a fresh classifier (benchmarks/transfer.py measures what it gains).
+PRESETS["improved+pretrained"] = dict(
+    PRESETS["improved"],
+    pretrain_epochs=3,           # ~47,500 images an epoch: 3 fit ~3 minutes on a 2-core CPU with bf16
+    lr=0.05,                     # half the scratch peak: fine-tuning keeps what pretraining learned
+)
 
 
 def make_config(preset: str | None = None, **overrides) -> RunConfig:
-    """A config from a preset (``template`` / ``improved``) with fields overridden.
+    """A config from a preset (``template`` / ``improved`` / ``improved+pretrained``) with fields overridden.
 
     ``None`` values are ignored, so a notebook can pass its parameters through unchanged."""
     base: dict = {}
@@ -339,6 +358,7 @@ RANGES = {
     "hidden_size": (_in(1, 4096), "a whole number from 1 to 4096"),
     "dropout": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
     "epochs": (_in(1, 1_000_000), "a whole number >= 1"),
+    "pretrain_epochs": (_in(0, 1_000_000), "a whole number >= 0 (0: no pretraining)"),
     "batch_size": (_in(1, 1_000_000), "a whole number >= 1"),
     "lr": (_in(0, math.inf, lo_open=True, hi_open=True), "a number > 0"),
     "momentum": (_in(0, 1, hi_open=True), "a number in [0, 1)"),
@@ -392,6 +412,9 @@ def _validated(cfg: RunConfig) -> dict:
         raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")
     if out["optimizer"] == "sgd" and out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("nesterov=True needs momentum > 0: set momentum (e.g. 0.9) or nesterov=False")
+    if out["pretrain_epochs"] and len(out["classes"]) == 100:
+        raise ConfigError("pretrain_epochs needs classes you did not pick to learn from; with all 100 classes "
+                          "chosen there are none: set pretrain_epochs=0")
     if out["model"] != "template" and out["batch_size"] < 2:
         raise ConfigError(f"batch_size=1 is not allowed for the {out['model']} net: BatchNorm needs at least 2 "
                           f"images a batch")

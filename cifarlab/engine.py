@@ -157,6 +157,7 @@ class TrainResult:
     view_seconds: float = 0.0             # live view (bars, plots)
     steps: int = 0
     diverged: str | None = None
+    backbone: dict | None = None          # the pretrained backbone it started from (cifarlab.pretrain)
 
     @property
     def epochs_run(self) -> int:
@@ -226,20 +227,24 @@ def _epoch_stats(losses: np.ndarray, correct: np.ndarray, sizes: np.ndarray) -> 
     }
 
 
-def train(cfg: RunConfig, subset: Subset, view=None) -> TrainResult:
+def train(cfg: RunConfig, subset: Subset, view=None, init: dict | None = None) -> TrainResult:
     """Train ``build_model(cfg)`` on ``subset`` (moved to the config's device) and return the result.
 
     Reads like pytorch/examples' mnist: per epoch, :func:`train_epoch` then :func:`evaluate` on the
     validation split. ``cfg.precision`` is what runs (fp32 or bf16): ``auto`` is resolved where the run is
     planned (:func:`cifarlab.hardware.resolve_config`). ``view`` receives progress (see
-    :mod:`cifarlab.liveview`); ``None`` is silent."""
+    :mod:`cifarlab.liveview`); ``None`` is silent. ``init``: weights to start from instead of the fresh ones
+    (a pretrained backbone's, :mod:`cifarlab.pretrain`; what it lacks - the classifier - stays fresh)."""
     if cfg.precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision={cfg.precision!r} is decided where a run is planned: train "
                           f"cifarlab.hardware.resolve_config(cfg)[0] (experiment.run and sweep.plan_runs do)")
     device = pick_device(cfg.device)
     gen = seed_everything(cfg.seed, device)
     data = subset.to(device)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if init is not None:
+        model.load_state_dict({**model.state_dict(), **init})
+    model = model.to(device)
     loader = DeviceLoader(data.x_train, data.y_train, cfg, gen)
     opt = make_optimizer(cfg, model)
     epochs, steps = (1 if cfg.dry_run else cfg.epochs), len(loader)

@@ -14,6 +14,7 @@ from .evaluation import evaluate_final
 from .files import check_writable_dir
 from .hardware import resolve_config
 from .liveview import make_view
+from .pretrain import check_pretraining_data, get_backbone, summary
 from .records import Record, load_record, reusable_record, write_record
 
 
@@ -29,13 +30,15 @@ def preflight(cfg: RunConfig, out, data_dir=None):
 
 
 def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
-        force: bool = False) -> Record:
+        force: bool = False, backbone=None) -> Record:
     """Train ``cfg`` and write its record under ``out``; returns the record as read back.
 
     When a complete record of the same identity is already there, it is returned as is
     (``record.reused``) and nothing is trained, unless ``force``. A diverged run (NaN/inf loss)
     still writes its record - beside, never over, a complete one - and raises
-    :class:`cifarlab.engine.TrainingDiverged` saying where."""
+    :class:`cifarlab.engine.TrainingDiverged` saying where. A run with ``pretrain_epochs`` starts from
+    ``backbone``, else from the one under ``out/backbones`` (made there first when missing; see
+    :mod:`cifarlab.pretrain`)."""
     cfg, why, out = preflight(cfg, out, data_dir)
     existing = reusable_record(out, cfg, force)
     if existing is not None:
@@ -48,12 +51,17 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
         subset = subset_for(cfg, data_dir)
     elif tuple(subset.classes.ids) != tuple(cfg.classes):
         raise ValueError(f"the subset holds classes {subset.classes.ids}, the config asks for {cfg.classes}")
+    view = make_view(live)
+    if cfg.pretrain_epochs and backbone is None:   # (the full data it needs is checked there first)
+        backbone = get_backbone(cfg, out, data_dir, view)
     try:
-        result = train(cfg, subset, make_view(live))
+        result = train(cfg, subset, view, init=backbone.weights_for(cfg) if backbone else None)
         result.precision_reason = why
     except TrainingDiverged as e:
+        e.result.backbone = summary(backbone.info) if backbone else None
         path = write_record(out, e.result, None, subset)
         raise TrainingDiverged(f"{e} Its record: {path}", e.result, path) from None
+    result.backbone = summary(backbone.info) if backbone else None
     evaluation = evaluate_final(result, subset)
     return load_record(write_record(out, result, evaluation, subset))
 
@@ -63,6 +71,8 @@ def run_grid(configs, out="runs", subset: Subset | None = None, data_dir=None, l
     """:func:`run` for each config, one after another, with one live view for all (a notebook shows one
     bar and one figure at a time). Returns (config, "trained" / "skipped" / "diverged", record) per run;
     a run that diverges is said in one line and the grid goes on."""
+    for cfg in configs:   # before anything trains
+        check_pretraining_data(cfg, data_dir)
     view, done = make_view(live), []
     for i, cfg in enumerate(configs, 1):
         try:
@@ -98,7 +108,7 @@ def summarize(record: Record) -> str:
     val = (f"val acc {_num(m['val_acc'])}" if m.get("n_val") else "no validation split")
     gap = (f"overfitting: acc gap {o['acc_gap']:+.4f}, val loss rose {_num(o['val_loss_rise'], 3)} after epoch "
            f"{o['val_loss_min_epoch']}" if m.get("n_val") else "overfitting: not measured (no validation split)")
-    return (f"{m['model']} net, {m['pooling']} pooling, seed {m['seed']}: "
+    return (f"{record.config.net_name} net, {m['pooling']} pooling, seed {m['seed']}: "
             f"test acc {_num(m['test_acc'])}{tta}, macro-F1 {_num(m['test_macro_f1'])}, {val}, "
             f"train acc {_num(m['train_acc'])}; {m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']} "
             f"({m.get('precision', 'fp32')}); {gap}\nrecord: {record.path}")

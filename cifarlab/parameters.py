@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from .classes import select_classes
-from .config import MODELS, POOLINGS, RANGES, ConfigError, coerce
+from .config import POOLINGS, PRESETS, RANGES, ConfigError, coerce
 from .errors import CifarlabError
 from .files import user_path
 from .ownnet import is_own
@@ -100,7 +100,7 @@ _FLAG = lambda name, v: coerce(name, v, bool)
 # Each notebook's parameters (the names in its parameters cell) and how each is checked.
 SPECS = {
     "00_pick_classes": {"CLASSES": _classes, "DATA_DIR": _DATA_DIR},
-    "01_train": {"CLASSES": _classes, "MODELS": _names(MODELS, "model"), "POOLINGS": _names(POOLINGS, "tactic"),
+    "01_train": {"CLASSES": _classes, "MODELS": _names(tuple(PRESETS), "model"), "POOLINGS": _names(POOLINGS, "tactic"),
                  "SEEDS": _seeds, "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _overrides,
                  "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG,
                  "TRAIN_MY_NET": _FLAG},

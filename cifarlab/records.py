@@ -130,6 +130,8 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
             (tmp / "net.py").write_text(source_text(cfg.net))
         plot_curves(result.history, cfg.title, result.best_epoch).savefig(tmp / "curves.png", dpi=100)
         ident = {**identity_fields(cfg), "config_sha256": _config_sha(config_text)}
+        if result.backbone:   # which pretrained backbone the run started from
+            ident["backbone"] = result.backbone
         if evaluation is None:  # a diverged run: keep what there is, say what happened
             metrics = {"status": "diverged", "error": result.diverged, "model": cfg.model, "pooling": cfg.pooling,
                        "seed": cfg.seed, "epochs": result.epochs_run, "device": result.device,

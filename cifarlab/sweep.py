@@ -89,7 +89,7 @@ class Sweep:
     def describe(self) -> str:
         exps = self.experiments()
         names = ", ".join(cs[0].experiment_name for cs in exps.values())
-        models = ", ".join(dict.fromkeys(c.model for c in self.configs))
+        models = ", ".join(dict.fromkeys(c.net_name for c in self.configs))
         pools = ", ".join(dict.fromkeys(c.pooling for c in self.configs))
         seeds = len({c.seed for c in self.configs})
         return (f"{len(self.configs)} runs: {len(exps)} experiment{'s' if len(exps) > 1 else ''} ({names}) x "
@@ -243,10 +243,11 @@ def _remove_stale_work(root=None) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None = None) -> dict:
+def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None = None, backbone=None) -> dict:
     """Train ``cfg`` with :func:`cifarlab.experiment.run` into a fresh temporary folder (the worker's
     own disk) and return the record's files as bytes, with where and how it ran. A diverged run comes
-    back as its diverged record. The temporary folder is removed whatever happens."""
+    back as its diverged record. The temporary folder is removed whatever happens. ``backbone``: the
+    pretrained backbone a run with ``pretrain_epochs`` starts from, made by the driver."""
     import torch
 
     from .engine import TrainingDiverged
@@ -261,7 +262,8 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
     try:
         status, error = "ok", None
         try:
-            path = run(cfg, out=tmp, subset=subset, data_dir=data_dir, live="none", force=True).path
+            path = run(cfg, out=tmp, subset=subset, data_dir=data_dir, live="none", force=True,
+                       backbone=backbone).path
         except TrainingDiverged as e:
             status, error, path = "diverged", e.result.diverged, e.record
         files = {p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()}
@@ -272,7 +274,7 @@ def execute_run(cfg: RunConfig, subset=None, data_dir=None, threads: int | None 
             "threads": torch.get_num_threads()}
 
 
-def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None) -> dict:
+def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None, backbone=None) -> dict:
     """The Ray task (its workers show as ``ray::cifarlab_run`` in ps): :func:`execute_run` on a worker.
     ``net``: a student's own net as :func:`cifarlab.ownnet.portable` gives it, registered here first."""
     if net is not None:
@@ -280,7 +282,7 @@ def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None) -> di
         if register(net, len(cfg_dict["classes"]), cfg_dict["pooling"], "cpu")[2] != cfg_dict["net"]:
             raise NetError(f"{cfg_dict['model']} on this worker is not the net the sweep planned (its file changed "
                            f"since, or differs on this node); run the sweep again")
-    payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads)
+    payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads, backbone)
     try:
         import ray
         payload["node"] = ray.get_runtime_context().get_node_id()
@@ -354,13 +356,13 @@ class LocalEngine:
         return subset
 
     def execute(self, jobs, on_result):
-        """``jobs``: [(cfg, subset, data_dir)]; ``on_result(cfg, payload_or_None, error_or_None)``."""
+        """``jobs``: [(cfg, subset, data_dir, backbone)]; ``on_result(cfg, payload_or_None, error_or_None)``."""
         import torch
         before = torch.get_num_threads()
         try:
-            for cfg, subset, data_dir in jobs:
+            for cfg, subset, data_dir, backbone in jobs:
                 try:
-                    payload = execute_run(cfg, subset, data_dir, self.threads)
+                    payload = execute_run(cfg, subset, data_dir, self.threads, backbone)
                 except Exception as e:   # a run that raised: no record; the sweep goes on
                     on_result(cfg, None, f"{type(e).__name__}: {e}")
                     continue
@@ -556,10 +558,10 @@ class RayEngine:
         task = ray.remote(cifarlab_run).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
                                                 retry_exceptions=False)
         by_ref = {}
-        for cfg, subset, data_dir in jobs:
+        for cfg, subset, data_dir, backbone in jobs:
             net = portable(cfg.net) if cfg.net else None     # a student's net travels with its runs
             by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads,
-                               net)] = cfg
+                               net, backbone)] = cfg
         self._pending = list(by_ref)
 
         def collect(ref):
@@ -742,7 +744,7 @@ def summary_table(comparisons) -> str:
 # --- running a sweep -----------------------------------------------------------------------------------
 def _line(i: int, n: int, cfg: RunConfig, payload, error, record=None) -> str:
     """The line a finished run prints: what it scored, or why it has no record; where it ran."""
-    head = f"[{i}/{n}] {cfg.model}/{cfg.pooling} seed {cfg.seed} on {cfg.experiment_name}"
+    head = f"[{i}/{n}] {cfg.net_name}/{cfg.pooling} seed {cfg.seed} on {cfg.experiment_name}"
     if error is not None:
         return f"{head}: FAILED, no record - {error}"
     where = (f"{payload['seconds']:.1f} s, pid {payload['pid']} on {payload['host']}"
@@ -766,6 +768,8 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
     finished records are written and the rest cancelled."""
     from .data import check_data_dir
     from .files import check_writable_dir
+    from .liveview import make_view
+    from .pretrain import backbone_config, check_pretraining_data, get_backbone
     from .records import reusable_record
 
     log = log or (lambda s: print(s, flush=True))
@@ -779,6 +783,8 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         raise SweepError("the sweep has no runs")
     out = check_writable_dir(out, "--out")
     check_data_dir(data_dir)
+    for cfg in sweep.configs:
+        check_pretraining_data(cfg, data_dir)
     if worker_data_dir is not None and engine == "local":
         raise SweepError("--worker-data-dir is for --engine ray (workers that load the data from their own disk); "
                          "locally use --data-dir")
@@ -837,7 +843,14 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
             for exp_id, cfgs in sweep.experiments().items():
                 if any(c.run_id in todo_ids for c in cfgs):
                     subsets[exp_id] = runner.put(subset_for(cfgs[0], data_dir, verbose=False))
-        jobs = [(c, subsets.get(c.experiment_id), worker_data_dir) for c in todo]
+        # each pretrained backbone once, made here first (or read from out/backbones), then shipped to its runs
+        backbones = {}
+        for c in todo:
+            key = backbone_config(c).run_id if c.pretrain_epochs else None
+            if key and key not in backbones:
+                backbones[key] = runner.put(get_backbone(c, out, data_dir, make_view("quiet"), log))
+        jobs = [(c, subsets.get(c.experiment_id), worker_data_dir,
+                 backbones.get(backbone_config(c).run_id) if c.pretrain_epochs else None) for c in todo]
         bar = tqdm(total=len(sweep), initial=len(result.reused), desc="sweep", unit="run", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         say = bar.write if progress else log

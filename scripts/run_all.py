@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     from cifarlab.export import check_best_target
     from cifarlab.files import check_writable_dir, user_path
     from cifarlab.ownnet import portable
+    from cifarlab.pretrain import check_pretraining_data
     from cifarlab.records import reusable_record
     from cifarlab.sweep import plan_runs
 
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
         first = plan[0]
         exp = out / first.experiment_name
         check_data_dir(data_dir)
+        for cfg in plan:   # improved+pretrained needs the full data: said now, not after the other runs
+            check_pretraining_data(cfg, data_dir)
         check_best_target(exp / "best")
     except CifarlabError as e:
         print(f"run_all: error: {e}", file=sys.stderr)
@@ -101,8 +104,8 @@ def main(argv=None) -> int:
                 continue
             # one run per notebook: a single model, tactic and seed ([seed]: SEEDS=1 would mean a count); your own
             # net by its FILE:CLASS, which the notebook loads again
-            execute("01_train.ipynb", f"01_train_{cfg.model}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
-                    MODELS=portable(cfg.net) if cfg.net else cfg.model, POOLINGS=cfg.pooling, SEEDS=[cfg.seed],
+            execute("01_train.ipynb", f"01_train_{cfg.net_name}_{cfg.pooling}_seed{cfg.seed}.ipynb", CLASSES=classes,
+                    MODELS=portable(cfg.net) if cfg.net else cfg.net_name, POOLINGS=cfg.pooling, SEEDS=[cfg.seed],
                     EPOCHS=cfg.epochs, OUT=str(runs), LIVE=False, USE_PICKER=False, FORCE=force)
             trained += 1
         execute("02_compare.ipynb", "02_compare.ipynb", RUNS=str(runs), BEST=str(exp / "best"),
