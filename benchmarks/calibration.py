@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifarlab.comparison import paired_interval, seed_shift, seed_variance  # noqa: E402
+from cifarlab.comparison import paired_interval, seed_variance  # noqa: E402
 
 ACC, CONCENTRATION = 0.85, 1.0          # Beta(0.85, 0.15): U-shaped per-image difficulty
 _P = np.clip(np.random.default_rng(99).beta(ACC * CONCENTRATION, (1 - ACC) * CONCENTRATION, 400_000), 1e-6, 1 - 1e-6)
@@ -66,6 +66,15 @@ def simulate(rng, trials: int, seeds: int, images: int, gap: float, shift: float
 
 
 SUBSETS, POOL_IMAGES = 10, 300
+
+
+def seed_shift(xs) -> tuple:
+    """What paired_interval's ``shift`` takes, pooled over configurations (correctness arrays (batch, seeds,
+    images), 2+ seeds): the variance of whole-run accuracy over seeds beyond image noise and whole, weighted by
+    seeds - 1, and its degrees of freedom."""
+    df = sum(x.shape[1] - 1 for x in xs)
+    return (sum((x.shape[1] - 1) * seed_variance(x) for x in xs) / df,
+            sum((x.shape[1] - 1) * x.mean(-1).var(-1, ddof=1) for x in xs) / df, df)
 
 
 def pooled(rng, a, b, shift: float, mult=(1, 1)) -> np.ndarray:

@@ -33,7 +33,7 @@ CONFIDENCE = 0.95
 PAIRED_METHOD = (
     "paired test on the same images: the difference is the mean over images of (a's accuracy over its seeds - "
     "b's); its uncertainty adds which images were drawn (image-to-image variance of the difference) and the "
-    f"seed-to-seed shift of whole-run accuracy beyond image noise (from the two configurations' seeds), in a "
+    "seed-to-seed shift of whole-run accuracy beyond image noise (from the two configurations' seeds), in a "
     f"{CONFIDENCE:.0%} t interval (Satterthwaite degrees of freedom). With one seed a side seed noise cannot be "
     "estimated: then an exact McNemar interval on the images only one side gets right. Measured by "
     "benchmarks/calibration.py: two equally good configurations come out 'distinguishable' at most about 6% of "
@@ -247,27 +247,7 @@ def seed_variance(x: np.ndarray) -> np.ndarray:
     return x.mean(-1).var(-1, ddof=1) - x.var(-2, ddof=1).mean(-1) / x.shape[-1]
 
 
-@dataclass
-class SeedShift:
-    """Seed-to-seed variance of whole-run accuracy pooled over configurations (:func:`seed_shift`): ``var``
-    beyond image noise, ``total`` with it (what sets its precision), on ``df`` degrees of freedom."""
-
-    var: float | np.ndarray
-    total: float | np.ndarray
-    df: int
-
-
-def seed_shift(xs) -> SeedShift:
-    """:class:`SeedShift` pooled over the correctness arrays ``xs`` (seeds x images, or batches of them; one-seed
-    configurations add nothing), each weighted by its seeds - 1."""
-    xs = [np.asarray(x, dtype=float) for x in xs if np.shape(x)[-2] > 1]
-    df = sum(x.shape[-2] - 1 for x in xs)
-    var, total = (sum((x.shape[-2] - 1) * f(x) for x in xs) / max(df, 1)
-                  for f in (seed_variance, lambda x: x.mean(-1).var(-1, ddof=1)))
-    return SeedShift(var, total, df)
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, shift: SeedShift | None = None):
+def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
     """diff, lo, hi of :func:`paired_difference` for a batch: ``a``, ``b`` are (batch, seeds, images)
     (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once)."""
     from scipy import stats
@@ -284,21 +264,25 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: SeedShift | None = None
     # known only roughly: from the pair's own 2-5 seeds, or pooled over more configurations (``shift``).
     # Satterthwaite's degrees of freedom, the shift's precision taken from the whole seed-to-seed variance
     # (benchmarks/calibration.py measures what this keeps).
-    shift = shift or seed_shift([a, b])
-    k, v_img = 1 / sa + 1 / sb, d.var(1, ddof=1) / n
-    v = v_img + np.maximum(shift.var, 0) * k
+    if shift is None:
+        sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
+        df_seed = sum(f for f, _ in sides)
+        shift = (sum(f * seed_variance(x) for f, x in sides) / df_seed,
+                 sum(f * x.mean(-1).var(-1, ddof=1) for f, x in sides) / df_seed, df_seed)
+    (var, total, df_seed), k, v_img = shift, 1 / sa + 1 / sb, d.var(1, ddof=1) / n
+    v = v_img + np.maximum(var, 0) * k
     with np.errstate(invalid="ignore", divide="ignore"):
-        df = np.where(v > 0, v ** 2 / (v_img ** 2 / (n - 1) + (shift.total * k) ** 2 / shift.df), n - 1)
+        df = np.where(v > 0, v ** 2 / (v_img ** 2 / (n - 1) + (total * k) ** 2 / df_seed), n - 1)
     half = stats.t.ppf(1 - tail, np.maximum(df, 1)) * np.sqrt(v)
     return diff, diff - half, diff + half
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, shift: SeedShift | None = None) -> Paired:
+def paired_difference(a: np.ndarray, b: np.ndarray, shift: tuple | None = None) -> Paired:
     """The difference mean accuracy(a) - mean accuracy(b) with its interval (:data:`PAIRED_METHOD`).
 
     ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order.
-    ``shift``: the seed-to-seed shift pooled over more configurations (:func:`seed_shift`); by default the
-    pair's own seeds."""
+    ``shift``: (variance beyond image noise, whole variance, degrees of freedom) of whole-run accuracy over seeds,
+    pooled over more configurations (benchmarks/calibration.py's seed_shift); by default from the pair's seeds."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape[1] != b.shape[1]:
         raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
