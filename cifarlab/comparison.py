@@ -33,9 +33,8 @@ CONFIDENCE = 0.95
 PAIRED_METHOD = (
     "paired test on the same images: the difference is the mean over images of (a's accuracy over its seeds - "
     "b's); its uncertainty adds which images were drawn (image-to-image variance of the difference) and the "
-    "seeds (the variance of whole-run accuracy over each configuration's seeds), in a "
-    f"{CONFIDENCE:.0%} t interval (Satterthwaite degrees of freedom; the wider of two ways to split those parts). "
-    "With one seed a side seed noise cannot be "
+    "seed-to-seed shift of whole-run accuracy beyond image noise (from the two configurations' seeds), in a "
+    f"{CONFIDENCE:.0%} t interval (Satterthwaite degrees of freedom). With one seed a side seed noise cannot be "
     "estimated: then an exact McNemar interval on the images only one side gets right. Measured by "
     "benchmarks/calibration.py: two equally good configurations come out 'distinguishable' at most about 6% of "
     "the time with 2-5 seeds and 150-1000 images, with or without the seed shifts measured in this project.")
@@ -249,7 +248,7 @@ def seed_variance(x: np.ndarray) -> np.ndarray:
     return x.mean(-1).var(-1, ddof=1) - x.var(-2, ddof=1).mean(-1) / x.shape[-1]
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
     """diff, lo, hi of :func:`paired_difference` for a batch: ``a``, ``b`` are (batch, seeds, images)
     (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once)."""
     from scipy import stats
@@ -261,35 +260,34 @@ def paired_interval(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
         lo = np.where(k > 0, stats.beta.ppf(tail, np.maximum(k, 1), m - k + 1), 0.0)
         hi = np.where(k < m, stats.beta.ppf(1 - tail, k + 1, np.maximum(m - k, 1)), 1.0)
         return diff, m / n * (2 * lo - 1), m / n * (2 * hi - 1)
-    # Two parts, as in a Welch t: which images were drawn (the per-image differences' variance, less the
-    # seed-to-seed coin flips within an image, e2) and the seeds (the variance of whole-run accuracy over seeds,
-    # s2: those coin flips plus any shift of the whole run), the latter known only roughly from 2-5 seeds:
-    # Satterthwaite's degrees of freedom. A second interval keeps the image variance whole and adds only the
-    # seed shift beyond e2; the wider of the two is what keeps false positives near 5% whether seed shifts are
-    # small or large (benchmarks/calibration.py; each alone reaches 8-11% somewhere).
-    sides = [(s - 1, x.mean(-1).var(-1, ddof=1), x.var(-2, ddof=1).mean(-1) / n)
-             for s, x in ((sa, a), (sb, b)) if s > 1]
-    df_seed = sum(f for f, _, _ in sides)
-    s2, e2 = (sum(f * v[i] for f, *v in sides) / df_seed for i in (0, 1))
-    k, v_img = 1 / sa + 1 / sb, d.var(1, ddof=1) / n
-    half = 0
-    for v_images, v_seeds, v_df in ((np.maximum(v_img - e2 * k, 0), s2 * k, s2 * k),
-                                    (v_img, np.maximum(s2 - e2, 0) * k, (np.maximum(s2 - e2, 0) + s2) * k / 2)):
-        v = v_images + v_seeds
-        with np.errstate(invalid="ignore", divide="ignore"):
-            df = np.where(v > 0, v ** 2 / (v_images ** 2 / (n - 1) + v_df ** 2 / df_seed), n - 1)
-        half = np.maximum(half, stats.t.ppf(1 - tail, np.maximum(df, 1)) * np.sqrt(v))
+    # Two parts, as in a Welch t: which images were drawn, with the seed-to-seed coin flips within each image
+    # (the per-image differences' variance), and the shift of the whole run from seed to seed beyond that,
+    # known only roughly: from the pair's own 2-5 seeds, or pooled over more configurations (``shift``).
+    # Satterthwaite's degrees of freedom, the shift's precision taken from the whole seed-to-seed variance
+    # (benchmarks/calibration.py measures what this keeps).
+    if shift is None:
+        sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
+        df_seed = sum(f for f, _ in sides)
+        shift = (sum(f * seed_variance(x) for f, x in sides) / df_seed,
+                 sum(f * x.mean(-1).var(-1, ddof=1) for f, x in sides) / df_seed, df_seed)
+    (var, total, df_seed), k, v_img = shift, 1 / sa + 1 / sb, d.var(1, ddof=1) / n
+    v = v_img + np.maximum(var, 0) * k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = np.where(v > 0, v ** 2 / (v_img ** 2 / (n - 1) + (total * k) ** 2 / df_seed), n - 1)
+    half = stats.t.ppf(1 - tail, np.maximum(df, 1)) * np.sqrt(v)
     return diff, diff - half, diff + half
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray) -> Paired:
+def paired_difference(a: np.ndarray, b: np.ndarray, shift: tuple | None = None) -> Paired:
     """The difference mean accuracy(a) - mean accuracy(b) with its interval (:data:`PAIRED_METHOD`).
 
-    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order."""
+    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order.
+    ``shift``: (variance beyond image noise, whole variance, degrees of freedom) of whole-run accuracy over seeds,
+    pooled over more configurations (benchmarks/calibration.py's seed_shift); by default from the pair's seeds."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape[1] != b.shape[1]:
         raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
-    diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None]))
+    diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None], shift))
     pa, pb = a.mean(0), b.mean(0)
     return Paired(diff, lo, hi, float((pa * (1 - pb)).sum()), float((pb * (1 - pa)).sum()), a.shape[1],
                   (a.shape[0], b.shape[0]))
