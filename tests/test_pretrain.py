@@ -149,3 +149,28 @@ def test_the_comparison_pairs_pretrained_with_the_same_net_from_scratch(tmp_path
     assert [g.label for g in c.groups] == ["improved/max", "improved/avg", "improved+pretrained/max"]
     assert "improved+pretrained/max vs improved/max" in c.verdicts
     assert "improved+pretrained/max vs improved/avg" not in c.verdicts   # the same net, the same tactic only
+
+
+def test_a_sweep_makes_each_backbone_once_and_ships_it_to_its_runs(slice_data_dir, tmp_path):
+    from cifarlab.sweep import make_sweep, run_sweep
+    plan = make_sweep([CHOSEN], ["improved", "improved+pretrained"], ["max"], 2, dry_run=True,
+                      overrides={"hidden_size": 4})
+    assert [c.net_name for c in plan.configs] == ["improved"] * 2 + ["improved+pretrained"] * 2
+    log = []
+    result = run_sweep(plan, tmp_path / "sweep", data_dir=slice_data_dir, progress=False, log=log.append)
+    assert not result.failed and len(result.records) == 4
+    made = [line for line in log if line.startswith("pretraining ")]
+    assert len(made) == 1, log                        # one backbone for both seeds, made by the sweep first
+    ids = {r.metrics.get("backbone", {}).get("backbone_id") for r in result.records.values()}
+    assert ids == {None, pretrain.backbone_config(plan.configs[-1]).run_id}
+    assert len(list((tmp_path / "sweep" / "backbones").iterdir())) == 1
+
+
+def test_make_run_all_says_what_pretraining_needs_before_anything_runs(tmp_path):
+    env = {**os.environ, "CIFARLAB_DATA": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "scripts/run_all.py", "--models", "improved improved+pretrained", "--out",
+                        str(tmp_path / "out"), "--kernel", "python3"], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "python -m cifarlab download" in r.stderr, r.stderr
+    assert not list((tmp_path / "out").glob("*/notebooks/*.ipynb")), "a notebook ran before the check"
