@@ -244,7 +244,7 @@ PRESETS: dict[str, dict] = {
 # then fine-tuned on yours with a fresh classifier (benchmarks/transfer.py measures what it gains).
 PRESETS["improved+pretrained"] = dict(
     PRESETS["improved"],
-    pretrain_epochs=3,           # ~47,500 images an epoch: 3 fit ~3 minutes on a 2-core CPU with bf16
+    pretrain_epochs=8,           # ~47,500 images an epoch; measured in benchmarks/transfer_results.md
     lr=0.05,                     # half the scratch peak: fine-tuning keeps what pretraining learned
 )
 

@@ -130,7 +130,7 @@ def test_presets_and_identity():
         "improved+pretrained/avg (improved+pretrained preset)")
     scratch = make_config("improved")
     # a from-scratch config does not carry the later field: every earlier record keeps its identity
-    assert "pretrain_epochs" not in scratch.to_json() and '"pretrain_epochs": 3' in cfg.to_json()
+    assert "pretrain_epochs" not in scratch.to_json() and f'"pretrain_epochs": {cfg.pretrain_epochs}' in cfg.to_json()
     assert RunConfig.from_dict(json.loads(scratch.to_json())).run_id == scratch.run_id
     with pytest.raises(ConfigError, match="all 100 classes"):
         make_config("improved+pretrained", classes=list(range(100)))
@@ -174,3 +174,23 @@ def test_make_run_all_says_what_pretraining_needs_before_anything_runs(tmp_path)
                        cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "python -m cifarlab download" in r.stderr, r.stderr
     assert not list((tmp_path / "out").glob("*/notebooks/*.ipynb")), "a notebook ran before the check"
+
+
+@pytest.mark.cluster
+def test_on_ray_the_backbone_is_made_by_the_driver_and_shipped_to_the_workers(slice_data_dir, tmp_path):
+    import ray
+
+    from cifarlab.sweep import make_sweep, run_sweep
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        plan = make_sweep([CHOSEN], ["improved+pretrained"], ["max"], 2, dry_run=True, overrides={"hidden_size": 4})
+        log = []
+        result = run_sweep(plan, tmp_path / "sweep", engine="ray", cpus_per_run=1, data_dir=slice_data_dir,
+                           progress=False, log=log.append)
+    finally:
+        ray.shutdown()
+    assert not result.failed and len(result.records) == 2, result.failed
+    assert sum(line.startswith("pretraining ") for line in log) == 1
+    assert all(info["pid"] != os.getpid() for info in result.runs.values())         # trained in Ray workers
+    ids = {r.metrics["backbone"]["backbone_id"] for r in result.records.values()}
+    assert ids == {pretrain.backbone_config(plan.configs[0]).run_id}
