@@ -1,9 +1,20 @@
+import io
+import os
+import subprocess
+import sys
 import tarfile
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Read before any test module imports torch, and inherited by every process a test starts: idle OpenMP threads
+# sleep instead of spinning. With torch's 2 threads on a 2-core machine whose other core is busy (another job,
+# or a test's own subprocess), spinning made a 2-epoch training 8x slower (20 s instead of 2.4 s, CONTRIBUTING.md);
+# nothing a test checks depends on how OpenMP waits.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz"
 
 
@@ -44,6 +55,35 @@ def sample_subset(tmp_path_factory):
     """Classes 0, 55, 58 from the sample shipped in the package (an empty data folder)."""
     from cifarlab.data import load_subset
     return load_subset((0, 55, 58), data_dir=tmp_path_factory.mktemp("empty"), verbose=False)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``python -m cifarlab ARGS`` run in this process: cifarlab/__main__.py's ``main(ARGS)``, its exit status and
+    output as ``subprocess.run`` gives them, without the ~3 s a fresh interpreter pays to import torch. Warnings
+    print to the captured stderr as in a fresh process. The real process is run by the tests of what only a
+    process shows (tests/test_records_cli.py's end-to-end run and bad arguments, the closed pipe, the sweep's
+    Ctrl-C). ``cwd`` and ``env`` apply for the call only."""
+    def call(*args, cwd=None, env=None):
+        from cifarlab.cli import main
+        args = [str(a) for a in args]
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as m, warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(err):
+            if cwd is not None:
+                m.chdir(cwd)
+            for k, v in (env or {}).items():
+                m.setenv(k, v)
+            warnings.resetwarnings()    # a fresh interpreter's filters: these four hidden, the rest shown once
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", hidden)
+            warnings.showwarning = lambda msg, cat, file, line, *_: sys.stderr.write(
+                warnings.formatwarning(msg, cat, file, line))
+            try:
+                rc = main(args)
+            except SystemExit as e:     # argparse's errors
+                rc = e.code
+        return subprocess.CompletedProcess(["cifarlab", *args], rc, out.getvalue(), err.getvalue())
+    return call
 
 
 def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status="ok"):
