@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", default=None)
     c.set_defaults(func=_compare)
     s = sub.add_parser("sweep", help="many runs (class subsets x models x poolings x seeds), locally or on Ray; "
-                                     "then one comparison per class subset and a table across them")
+                                     "then one comparison per class subset and the answer across them")
     s.add_argument("--classes", action="append", default=None, metavar="CLASSES",
                    help="one class subset: ids, names or a superclass, comma-separated; repeat the option for each "
                         "subset (default 0,55,58)")

@@ -4,7 +4,7 @@ each leaving the same run record.
 
     from cifarlab.sweep import sweep
     result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
-    print(result.report())          # one comparison per class subset, and a table across them
+    print(result.report())          # one comparison per class subset, and the answer across them
 
     python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \\
         --poolings stride max avg --seeds 3 --engine ray --out sweeps/x
@@ -46,7 +46,6 @@ import socket
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -667,7 +666,7 @@ class SweepResult:
                 f"{self.out}")
 
     def report(self, comparisons=None) -> str:
-        """Everything a person reads: per experiment its comparison, then the table across experiments."""
+        """Everything a person reads: per experiment its comparison, then (several subsets) the answer across them."""
         from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
         comparisons = self.comparisons() if comparisons is None else comparisons
         parts = [self.header()]
@@ -683,60 +682,10 @@ class SweepResult:
                                         "Choice: " + choice, "", "Paired test verdicts:", c.verdicts]))
             else:
                 parts.append(f"=== {c}")
-        parts.append(summary_table(comparisons))
         if sum(isinstance(c, Comparison) for c in comparisons) > 1:   # several subsets: is the answer general?
             from .subsets import across_subsets
             parts.append("Across subsets, pooled (notebook 04_across_subsets):\n" + across_subsets(self.out).report())
         return "\n\n".join(parts)
-
-
-def summary_table(comparisons) -> str:
-    """Across experiments: per net, the tactic the choice rule picks (validation) in each experiment, and
-    its paired test-set verdict against each other tactic; then how often each tactic won."""
-    from .comparison import Comparison, ComparisonError, choose, verdict
-    comps = [c for c in comparisons if isinstance(c, Comparison)]
-    if not comps:
-        return "Across experiments: nothing to compare."
-    rows, wins = [], {}
-    for c in comps:
-        for model in dict.fromkeys(g.model for g in c.groups):
-            gs = [g for g in c.groups if g.model == model]
-            if len(gs) < 2:
-                continue
-            short = lambda g: g.label.split("/", 1)[1]
-            try:
-                winner = choose(gs).group
-            except ComparisonError:
-                rows.append([c.experiment.name, model, "(no validation split: no choice)", "", ""])
-                continue
-            vs, clear = [], True
-            for g in gs:
-                if g is winner:
-                    continue
-                p, _ = verdict(winner, g, "test")
-                clear &= p.distinguishable and p.diff > 0
-                vs.append(f"{short(g)} {p.diff:+.4f} [{p.lo:+.4f}, {p.hi:+.4f}]"
-                          f"{' distinguishable' if p.distinguishable else ' tied'}")
-            rows.append([c.experiment.name, model, short(winner), f"{winner.mean('val_acc'):.4f}",
-                         f"{winner.mean('test_acc'):.4f}", "; ".join(vs)])
-            w = wins.setdefault(model, {"n": 0, "won": Counter(), "clear": Counter()})
-            w["n"] += 1
-            w["won"][short(winner)] += 1
-            w["clear"][short(winner)] += clear
-    if not rows:
-        return "Across experiments: one configuration per net, no tactics to compare."
-    head = ["experiment", "net", "chosen", "val acc", "test acc",
-            "test acc, chosen minus each other: paired diff [95% interval]"]
-    rows = [r + [""] * (len(head) - len(r)) for r in rows]
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
-    lines = ["Across experiments (chosen: by the rule, on validation; then judged on test, paired):",
-             fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
-    for model, w in wins.items():
-        tally = ", ".join(f"{t} {k} of {w['n']} ({w['clear'][t]} distinguishable on test from every other)"
-                          for t, k in w["won"].most_common())
-        lines.append(f"{model} net wins: {tally}")
-    return "\n".join(lines)
 
 
 # --- running a sweep -----------------------------------------------------------------------------------
@@ -880,4 +829,4 @@ def sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seed
 
 
 __all__ = ["Sweep", "SweepResult", "SweepError", "make_sweep", "run_sweep", "sweep", "execute_run",
-           "publish_record", "summary_table", "LOOPBACK_ENV", "ENGINES"]
+           "publish_record", "LOOPBACK_ENV", "ENGINES"]

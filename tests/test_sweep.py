@@ -449,7 +449,8 @@ class TestLocalRay:
         _no_staging_left(tmp_path / "ray")
         text = ray_run.report()
         assert "=== apple-otter ===" in text and "=== otter-pickup_truck ===" in text
-        assert "Across experiments" in text and re.search(r"template net wins: (stride|max) \d of 2", text)
+        assert "Across subsets, pooled" in text
+        assert re.search(r"template: stride - max, test accuracy: stride higher in \d of 2 subsets", text)
 
         # resume: nothing is submitted, nothing rewritten
         stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*")}
