@@ -1,39 +1,12 @@
 """Sweeps: many runs - class subsets x models x poolings x seeds (x recipe overrides) - on this
-machine or on a Ray cluster, each one the same :func:`cifarlab.experiment.run` the notebooks call,
-each leaving the same run record.
+machine (engine ``local``) or as Ray tasks (engine ``ray``: a local Ray on 127.0.0.1, or a cluster),
+each one the same :func:`cifarlab.experiment.run` the notebooks call, each leaving the same run record.
+A worker sends its record's files back and the driver publishes them atomically, so a worker killed
+mid-run never leaves half a record. What each option does, and why: docs/sweeps.md.
 
     from cifarlab.sweep import sweep
     result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
     print(result.report())          # one comparison per class subset, and the answer across them
-
-    python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \\
-        --poolings stride max avg --seeds 3 --engine ray --out sweeps/x
-
-Engines:
-
-* ``local`` (the default): one run after another in this process; no Ray needed. ``cpus_per_run``
-  sets torch's thread count (default: torch's own, one per core).
-* ``ray``: every run is a Ray task. With no address (and no ``$RAY_ADDRESS``) a local Ray is started,
-  sized to this machine and listening on 127.0.0.1 only (the environment variables in
-  :data:`LOOPBACK_ENV` are set before Ray is imported: Ray would otherwise bind the machine's network
-  address); with ``address`` / ``$RAY_ADDRESS`` the sweep joins that cluster. A Ray runtime already
-  initialized in this process (``ray.init(...)`` in a notebook) is used as it is and left running.
-  With one run left to train and no Ray running or addressed, it trains in this process, Ray not
-  even imported: a local Ray's start would cost more than the run could gain.
-  Each task asks for ``cpus_per_run`` CPUs (default: this machine's or cluster's CPUs shared out
-  among the runs, at least 1) and sets torch's thread count to that share; on a cluster with GPUs,
-  ``gpus_per_run`` of a GPU (default 0.25: four small runs share one GPU).
-
-What crosses the network, so that workers need not share the driver's disk: the driver loads each
-class subset once and puts it in Ray's object store (every task of that subset gets the same
-object; a worker can instead load from its own disk: ``worker_data_dir``); the worker trains with
-``run()`` into a temporary folder of its own and sends the record's files back; the driver writes
-them into ``out`` atomically (a staging folder, checked with the records' own checks, renamed into
-place) - so a worker killed mid-run never leaves a half record, and Ray retries it (``retries``).
-
-Resume: runs whose record (same identity) is already in ``out`` are skipped before anything is
-submitted (``force`` retrains them). A diverged run is recorded as diverged and the sweep goes on.
-Ctrl-C cancels what is still queued or running and keeps every record already written.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import make_config
+from cifarlab.engine import predict_logits
 from cifarlab.evaluation import (
     SHIFTS,
     forward_flops,
@@ -13,9 +14,13 @@ from cifarlab.evaluation import (
     shift_consistency,
     shift_images,
     shift_robustness,
-    torch_predictor,
 )
 from cifarlab.models import Normalize, build_model
+
+
+def torch_predictor(model: nn.Module):
+    """images -> predicted classes, with a PyTorch model (what the measures ask of a model)."""
+    return lambda x: predict_logits(model, x).argmax(1).cpu().numpy()
 
 
 def test_shift_repeats_the_border_pixels():
