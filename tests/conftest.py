@@ -86,6 +86,19 @@ def cli(monkeypatch):
     return call
 
 
+@pytest.fixture(scope="session")
+def template_runs(sample_subset, tmp_path_factory):
+    """A runs folder of two real records, trained once for every test that reads them: the template net with
+    stride and with max pooling, 3 epochs, seed 0, on the shipped sample. Read only (copy it to change it)."""
+    from cifarlab.config import make_config
+    from cifarlab.experiment import run
+    out = tmp_path_factory.mktemp("template-runs")
+    for pooling in ("stride", "max"):
+        run(make_config("template", pooling=pooling, epochs=3, device="cpu"), out=out, subset=sample_subset,
+            live="none")
+    return out
+
+
 def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status="ok"):
     """A run record written by hand for tests of the comparison: the files a real record has, with the
     per-image correctness given (1 = right). The recorded predictions say exactly that: label 0 is

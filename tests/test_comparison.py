@@ -184,13 +184,9 @@ def test_damaged_and_hand_edited_records_are_named(tmp_path):
         compare(tmp_path / "empty")
 
 
-def test_selection_json_is_the_same_from_cli_and_python(tmp_path, sample_subset, cli):
+def test_selection_json_is_the_same_from_cli_and_python(tmp_path, template_runs, cli):
     """One function compares, chooses and saves: the CLI and the notebook both call it."""
-    from cifarlab.experiment import run
-    runs = tmp_path / "runs"
-    for pooling in ("max", "avg"):
-        run(make_config("template", pooling=pooling, epochs=2, device="cpu"), out=runs, subset=sample_subset,
-            live="none")
+    runs = template_runs
     compare_and_save(runs, tmp_path / "best_py")
     r = cli("compare", "--runs", runs, "--best", tmp_path / "best_cli")
     assert r.returncode == 0, r.stderr
