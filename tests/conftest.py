@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Read before any test module imports torch, and inherited by every process a test starts: idle OpenMP threads
-# sleep instead of spinning. With torch's 2 threads on a 2-core machine whose other core is busy (another job,
-# or a test's own subprocess), spinning made a 2-epoch training 8x slower (20 s instead of 2.4 s, CONTRIBUTING.md);
-# nothing a test checks depends on how OpenMP waits.
+# Read before any test module imports torch, and inherited by every process a test starts (as test_jupyterlab and
+# test_ipywidgets7 already set it): one torch thread, and OpenMP threads that sleep when idle (for code that sets
+# more threads). The tests' tiny nets train faster on one thread than on two on this 2-core machine, and much faster
+# when the other core is busy (another job, or a test's own subprocess): an epoch of the improved net at width 8 took
+# 0.3 s on one thread, 0.5-5 s on two (CONTRIBUTING.md). Nothing a test checks depends on the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz"
 
