@@ -1,27 +1,6 @@
 """cifarlab: train a CNN on your own CIFAR-100 classes and compare pooling tactics.
 
-One module per job:
-
-* ``classes``    - the CIFAR-100 catalogue, and ids / names / superclasses -> a class selection
-* ``errors``     - the one-line errors a user can act on
-* ``files``      - writing without losing anything: staging, atomic publish, refusing foreign folders
-* ``config``     - the frozen RunConfig: fields, identity (run, configuration, experiment), presets, checks
-* ``data``       - download, verify, cache, the shipped sample, the subset in memory, the validation split
-* ``models``     - Normalize, the template CNN and the improved net (three pooling tactics), safe loading
-* ``hardware``   - the machine: device, bf16 support, what precision ``auto`` means here
-* ``engine``     - the training loop, as the course writes it, over batches that stay on the device
-* ``figures``    - every plot: training curves, confusion matrix, comparisons, image grids, thumbnails
-* ``liveview``   - tqdm + matplotlib progress
-* ``evaluation`` - final metrics, reports, overfitting measures
-* ``records``    - run records on disk
-* ``experiment`` - one run start to finish, reusing an existing record (what the notebook and the CLI call)
-* ``comparison`` - experiments, configurations, paired statistics, the choice rule
-* ``sweep``      - the one planner of runs (a notebook's grid, make run-all, sweeps); sweeps here or on Ray
-* ``export``     - best/ folder, ONNX + onnxruntime check, reload
-* ``widgets``    - the class picker
-* ``cli``        - ``python -m cifarlab``
-
-Heavy modules are imported lazily; ``import cifarlab`` is cheap.
+One module per job (CONTRIBUTING.md lists them); heavy modules are imported lazily, so ``import cifarlab`` is cheap.
 """
 __version__ = "0.1.0"
 

@@ -104,9 +104,6 @@ class ClassSelection:
     def num_classes(self) -> int:
         return len(self.ids)
 
-    def label_of(self, fine_id: int) -> int:
-        return self.ids.index(fine_id)
-
     def to_dict(self) -> dict:
         """The recorded mapping: label index -> fine id, name and superclass."""
         return {"ids": list(self.ids), "names": list(self.names),

@@ -1,19 +1,6 @@
-"""Command line: ``python -m cifarlab <command>``.
-
-    python -m cifarlab train --classes apple,otter,pickup_truck --pooling max --epochs 30 --out runs
-    python -m cifarlab train --preset template --pooling avg --classes 0,55,58 --out runs
-    python -m cifarlab train --dry-run                  # two steps: a smoke test
-    python -m cifarlab compare --runs runs --best best  # table, choice, best/ with ONNX
-    python -m cifarlab compare --runs runs --experiment vehicles_1   # when runs/ holds several experiments
-    python -m cifarlab classes                          # the 100 classes by superclass
-    python -m cifarlab download                         # the full CIFAR-100 (pretraining needs it)
-    python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \
-        --poolings stride max avg --seeds 3 --engine ray --out sweeps/x   # many runs, locally or on Ray
-
-Every RunConfig field is an option of ``train`` (``--lr``, ``--batch-size``, ``--augment`` ...).
-A run whose complete record already exists is reused, not retrained (``--force`` retrains it).
-A mistake in what was asked ends with one line saying what is wrong and exit status 2, before
-anything trains; a run that fails (a download, a diverged training) with one line and status 1.
+"""Command line: ``python -m cifarlab train | compare | sweep | classes | download`` (examples, options and exit codes:
+docs/cli.md). Every RunConfig field is an option of ``train``. A mistake in what was asked is one line and exit
+status 2, before anything trains; a run that fails (a download, a diverged training) one line and status 1.
 """
 from __future__ import annotations
 
@@ -141,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", default=None)
     c.set_defaults(func=_compare)
     s = sub.add_parser("sweep", help="many runs (class subsets x models x poolings x seeds), locally or on Ray; "
-                                     "then one comparison per class subset and a table across them")
+                                     "then one comparison per class subset and the answer across them")
     s.add_argument("--classes", action="append", default=None, metavar="CLASSES",
                    help="one class subset: ids, names or a superclass, comma-separated; repeat the option for each "
                         "subset (default 0,55,58)")

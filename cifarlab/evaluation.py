@@ -100,11 +100,6 @@ def shift_robustness(predict, x: torch.Tensor, y: torch.Tensor, shifts=SHIFTS, s
             "shift_consistency": shift_consistency(predict, x, random_shift_pairs(len(x), max(shifts), seed))}
 
 
-def torch_predictor(model: nn.Module):
-    """images -> predicted classes, with a PyTorch model."""
-    return lambda x: predict_logits(model, x).argmax(1).cpu().numpy()
-
-
 def forward_flops(model: nn.Module) -> int:
     """Forward FLOPs for one 32x32 image, as torch's FlopCounterMode counts them: convolutions and
     matrix products, 2 per multiply-add (pooling, BatchNorm and activations are not counted)."""

@@ -1,16 +1,7 @@
 """Saving the chosen model, loading it back safely, and ONNX that works on current torch.
 
-The ``best/`` folder is self-contained - everything the reload step (a fresh kernel) needs:
-
-    best/
-        .cifarlab-best        marker: this folder is a cifarlab best/ folder (only such a folder is replaced)
-        model.pt              state_dict only: loads with torch.load(weights_only=True)
-        config.json           the RunConfig that rebuilds the architecture
-        classes.json          label index -> fine id and name (also read by the web page)
-        recorded_metrics.json the run's metrics.json, as recorded
-        test_predictions.npz  the run's recorded test logits and labels, to compare against
-        selection.json        which runs were compared, the rule, and why this one won
-        model.onnx            one self-contained file: uint8 NHWC pixels in, logits out
+The ``best/`` folder is self-contained - everything the reload step (a fresh kernel) needs; its files are
+listed in docs/records.md (and in :data:`BEST_FILES`).
 
 ONNX on torch >= 2.9: the exporter is dynamo-based. Opset 9 is refused and down-conversion
 is unreliable, so we export at opset 18; the batch axis is dynamic only with

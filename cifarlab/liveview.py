@@ -54,27 +54,24 @@ def redraw_every(cfg, epochs: int) -> int:
 class QuietView:
     """A few text lines per run and the final figure (saved notebooks and logs stay short)."""
 
-    def __init__(self, stream=None, show_final: bool = False, lines: int = 10):
-        self.stream = stream or sys.stdout
+    def __init__(self, show_final: bool = False):
         self.show_final = show_final
-        self.lines = lines
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         self.cfg, self.total = cfg, total_steps
-        self.every = max(1, round(total_steps / steps_per_epoch / self.lines))
-        print(f"training {cfg.title}: {total_steps} steps", file=self.stream, flush=True)
+        self.every = max(1, round(total_steps / steps_per_epoch / 10))    # about ten lines a run
+        print(f"training {cfg.title}: {total_steps} steps", flush=True)
 
     def epoch_end(self, result) -> None:
         h = result.history[-1]
         n = len(result.history)
         if n % self.every == 0 or n == 1:
             print(f"  epoch {h['epoch']:4d}  train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f}  "
-                  f"val loss {h['val_loss']:.4f} acc {h['val_acc']:.4f}  ({result.train_seconds:.1f} s)",
-                  file=self.stream, flush=True)
+                  f"val loss {h['val_loss']:.4f} acc {h['val_acc']:.4f}  ({result.train_seconds:.1f} s)", flush=True)
 
     def close(self, result) -> None:
         # the run's bar as it ended (one line), and its final figure
-        print(_bar_line(self.cfg.title, result.steps, self.total, result.train_seconds), file=self.stream, flush=True)
+        print(_bar_line(self.cfg.title, result.steps, self.total, result.train_seconds), flush=True)
         if self.show_final and result.history:
             show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 

@@ -1,39 +1,12 @@
 """Sweeps: many runs - class subsets x models x poolings x seeds (x recipe overrides) - on this
-machine or on a Ray cluster, each one the same :func:`cifarlab.experiment.run` the notebooks call,
-each leaving the same run record.
+machine (engine ``local``) or as Ray tasks (engine ``ray``: a local Ray on 127.0.0.1, or a cluster),
+each one the same :func:`cifarlab.experiment.run` the notebooks call, each leaving the same run record.
+A worker sends its record's files back and the driver publishes them atomically, so a worker killed
+mid-run never leaves half a record. What each option does, and why: docs/sweeps.md.
 
     from cifarlab.sweep import sweep
     result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
-    print(result.report())          # one comparison per class subset, and a table across them
-
-    python -m cifarlab sweep --classes 0,55,58 --classes vehicles_1 --models improved template \\
-        --poolings stride max avg --seeds 3 --engine ray --out sweeps/x
-
-Engines:
-
-* ``local`` (the default): one run after another in this process; no Ray needed. ``cpus_per_run``
-  sets torch's thread count (default: torch's own, one per core).
-* ``ray``: every run is a Ray task. With no address (and no ``$RAY_ADDRESS``) a local Ray is started,
-  sized to this machine and listening on 127.0.0.1 only (the environment variables in
-  :data:`LOOPBACK_ENV` are set before Ray is imported: Ray would otherwise bind the machine's network
-  address); with ``address`` / ``$RAY_ADDRESS`` the sweep joins that cluster. A Ray runtime already
-  initialized in this process (``ray.init(...)`` in a notebook) is used as it is and left running.
-  With one run left to train and no Ray running or addressed, it trains in this process, Ray not
-  even imported: a local Ray's start would cost more than the run could gain.
-  Each task asks for ``cpus_per_run`` CPUs (default: this machine's or cluster's CPUs shared out
-  among the runs, at least 1) and sets torch's thread count to that share; on a cluster with GPUs,
-  ``gpus_per_run`` of a GPU (default 0.25: four small runs share one GPU).
-
-What crosses the network, so that workers need not share the driver's disk: the driver loads each
-class subset once and puts it in Ray's object store (every task of that subset gets the same
-object; a worker can instead load from its own disk: ``worker_data_dir``); the worker trains with
-``run()`` into a temporary folder of its own and sends the record's files back; the driver writes
-them into ``out`` atomically (a staging folder, checked with the records' own checks, renamed into
-place) - so a worker killed mid-run never leaves a half record, and Ray retries it (``retries``).
-
-Resume: runs whose record (same identity) is already in ``out`` are skipped before anything is
-submitted (``force`` retrains them). A diverged run is recorded as diverged and the sweep goes on.
-Ctrl-C cancels what is still queued or running and keeps every record already written.
+    print(result.report())          # one comparison per class subset, and the answer across them
 """
 from __future__ import annotations
 
@@ -46,7 +19,6 @@ import socket
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -669,7 +641,7 @@ class SweepResult:
                 f"{self.out}")
 
     def report(self, comparisons=None) -> str:
-        """Everything a person reads: per experiment its comparison, then the table across experiments."""
+        """Everything a person reads: per experiment its comparison, then (several subsets) the answer across them."""
         from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
         comparisons = self.comparisons() if comparisons is None else comparisons
         parts = [self.header()]
@@ -685,60 +657,10 @@ class SweepResult:
                                         "Choice: " + choice, "", "Paired test verdicts:", c.verdicts]))
             else:
                 parts.append(f"=== {c}")
-        parts.append(summary_table(comparisons))
         if sum(isinstance(c, Comparison) for c in comparisons) > 1:   # several subsets: is the answer general?
             from .subsets import across_subsets
             parts.append("Across subsets, pooled (notebook 04_across_subsets):\n" + across_subsets(self.out).report())
         return "\n\n".join(parts)
-
-
-def summary_table(comparisons) -> str:
-    """Across experiments: per net, the tactic the choice rule picks (validation) in each experiment, and
-    its paired test-set verdict against each other tactic; then how often each tactic won."""
-    from .comparison import Comparison, ComparisonError, choose, verdict
-    comps = [c for c in comparisons if isinstance(c, Comparison)]
-    if not comps:
-        return "Across experiments: nothing to compare."
-    rows, wins = [], {}
-    for c in comps:
-        for model in dict.fromkeys(g.model for g in c.groups):
-            gs = [g for g in c.groups if g.model == model]
-            if len(gs) < 2:
-                continue
-            short = lambda g: g.label.split("/", 1)[1]
-            try:
-                winner = choose(gs).group
-            except ComparisonError:
-                rows.append([c.experiment.name, model, "(no validation split: no choice)", "", ""])
-                continue
-            vs, clear = [], True
-            for g in gs:
-                if g is winner:
-                    continue
-                p, _ = verdict(winner, g, "test")
-                clear &= p.distinguishable and p.diff > 0
-                vs.append(f"{short(g)} {p.diff:+.4f} [{p.lo:+.4f}, {p.hi:+.4f}]"
-                          f"{' distinguishable' if p.distinguishable else ' tied'}")
-            rows.append([c.experiment.name, model, short(winner), f"{winner.mean('val_acc'):.4f}",
-                         f"{winner.mean('test_acc'):.4f}", "; ".join(vs)])
-            w = wins.setdefault(model, {"n": 0, "won": Counter(), "clear": Counter()})
-            w["n"] += 1
-            w["won"][short(winner)] += 1
-            w["clear"][short(winner)] += clear
-    if not rows:
-        return "Across experiments: one configuration per net, no tactics to compare."
-    head = ["experiment", "net", "chosen", "val acc", "test acc",
-            "test acc, chosen minus each other: paired diff [95% interval]"]
-    rows = [r + [""] * (len(head) - len(r)) for r in rows]
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
-    lines = ["Across experiments (chosen: by the rule, on validation; then judged on test, paired):",
-             fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
-    for model, w in wins.items():
-        tally = ", ".join(f"{t} {k} of {w['n']} ({w['clear'][t]} distinguishable on test from every other)"
-                          for t, k in w["won"].most_common())
-        lines.append(f"{model} net wins: {tally}")
-    return "\n".join(lines)
 
 
 # --- running a sweep -----------------------------------------------------------------------------------
@@ -893,4 +815,4 @@ def sweep(classes=None, models=("improved", "template"), poolings=POOLINGS, seed
 
 
 __all__ = ["Sweep", "SweepResult", "SweepError", "make_sweep", "run_sweep", "sweep", "execute_run",
-           "publish_record", "summary_table", "LOOPBACK_ENV", "ENGINES"]
+           "publish_record", "LOOPBACK_ENV", "ENGINES"]

@@ -1,9 +1,22 @@
+import io
+import os
+import subprocess
+import sys
 import tarfile
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Read before any test module imports torch, and inherited by every process a test starts (as test_jupyterlab and
+# test_ipywidgets7 already set it): one torch thread, and OpenMP threads that sleep when idle (for code that sets
+# more threads). The tests' tiny nets train faster on one thread than on two on this 2-core machine, and much faster
+# when the other core is busy (another job, or a test's own subprocess): an epoch of the improved net at width 8 took
+# 0.3 s on one thread, 0.5-5 s on two (CONTRIBUTING.md). Nothing a test checks depends on the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz"
 
 
@@ -44,6 +57,48 @@ def sample_subset(tmp_path_factory):
     """Classes 0, 55, 58 from the sample shipped in the package (an empty data folder)."""
     from cifarlab.data import load_subset
     return load_subset((0, 55, 58), data_dir=tmp_path_factory.mktemp("empty"), verbose=False)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``python -m cifarlab ARGS`` run in this process: cifarlab/__main__.py's ``main(ARGS)``, its exit status and
+    output as ``subprocess.run`` gives them, without the ~3 s a fresh interpreter pays to import torch. Warnings
+    print to the captured stderr as in a fresh process. The real process is run by the tests of what only a
+    process shows (tests/test_records_cli.py's end-to-end run and bad arguments, the closed pipe, the sweep's
+    Ctrl-C). ``cwd`` and ``env`` apply for the call only."""
+    def call(*args, cwd=None, env=None):
+        from cifarlab.cli import main
+        args = [str(a) for a in args]
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as m, warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(err):
+            if cwd is not None:
+                m.chdir(cwd)
+            for k, v in (env or {}).items():
+                m.setenv(k, v)
+            warnings.resetwarnings()    # a fresh interpreter's filters: these four hidden, the rest shown once
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", hidden)
+            warnings.showwarning = lambda msg, cat, file, line, *_: sys.stderr.write(
+                warnings.formatwarning(msg, cat, file, line))
+            try:
+                rc = main(args)
+            except SystemExit as e:     # argparse's errors
+                rc = e.code
+        return subprocess.CompletedProcess(["cifarlab", *args], rc, out.getvalue(), err.getvalue())
+    return call
+
+
+@pytest.fixture(scope="session")
+def template_runs(sample_subset, tmp_path_factory):
+    """A runs folder of two real records, trained once for every test that reads them: the template net with
+    stride and with max pooling, 3 epochs, seed 0, on the shipped sample. Read only (copy it to change it)."""
+    from cifarlab.config import make_config
+    from cifarlab.experiment import run
+    out = tmp_path_factory.mktemp("template-runs")
+    for pooling in ("stride", "max"):
+        run(make_config("template", pooling=pooling, epochs=3, device="cpu"), out=out, subset=sample_subset,
+            live="none")
+    return out
 
 
 def fake_record(root, cfg, val_correct, test_correct, train_seconds=10.0, status="ok"):

@@ -2,8 +2,6 @@
 statistics - on records built for the purpose, where the right answer is known."""
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -138,16 +136,14 @@ def test_mixed_folder_never_pools_experiments(tmp_path):
     assert [g.n for g in v.groups] == [1] and v.groups[0].mean("test_acc") == pytest.approx(0.6)
 
 
-def test_cli_compare_lists_the_experiments(tmp_path):
+def test_cli_compare_lists_the_experiments(tmp_path, cli):
     runs = tmp_path / "runs"
     fake_record(runs, make_config("template", classes=[0, 55]), _correct(100, []), _correct(200, []))
     fake_record(runs, make_config("template", classes=[0, 58]), _correct(100, []), _correct(200, []))
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "compare", "--runs", str(runs)], capture_output=True,
-                       text=True, timeout=120)
+    r = cli("compare", "--runs", runs)
     assert r.returncode == 2 and "2 experiments found" in r.stderr and "apple-otter" in r.stderr
     assert "apple-pickup_truck" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "compare", "--runs", str(runs), "--experiment",
-                        "apple-otter"], capture_output=True, text=True, timeout=120)
+    r = cli("compare", "--runs", runs, "--experiment", "apple-otter")
     assert r.returncode == 0 and "apple-otter" in r.stdout and "pickup" not in r.stdout.split("Other experiments")[0]
 
 
@@ -188,16 +184,11 @@ def test_damaged_and_hand_edited_records_are_named(tmp_path):
         compare(tmp_path / "empty")
 
 
-def test_selection_json_is_the_same_from_cli_and_python(tmp_path, sample_subset):
+def test_selection_json_is_the_same_from_cli_and_python(tmp_path, template_runs, cli):
     """One function compares, chooses and saves: the CLI and the notebook both call it."""
-    from cifarlab.experiment import run
-    runs = tmp_path / "runs"
-    for pooling in ("max", "avg"):
-        run(make_config("template", pooling=pooling, epochs=2, device="cpu"), out=runs, subset=sample_subset,
-            live="none")
+    runs = template_runs
     compare_and_save(runs, tmp_path / "best_py")
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "compare", "--runs", str(runs), "--best",
-                        str(tmp_path / "best_cli")], capture_output=True, text=True, timeout=300)
+    r = cli("compare", "--runs", runs, "--best", tmp_path / "best_cli")
     assert r.returncode == 0, r.stderr
     a, b = (json.loads((tmp_path / f / "selection.json").read_text()) for f in ("best_py", "best_cli"))
     for d in (a, b):

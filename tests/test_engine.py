@@ -22,6 +22,9 @@ def test_device_pick(sample_subset):
 
 
 def test_same_seed_same_numbers_on_cpu(sample_subset):
+    # 320 of the training images (3 steps an epoch, the last one short) show it as well as all 1350, 4x faster
+    from dataclasses import replace
+    sample_subset = replace(sample_subset, x_train=sample_subset.x_train[:320], y_train=sample_subset.y_train[:320])
     cfg = make_config("improved", hidden_size=8, epochs=2, device="cpu", seed=7, precision="fp32")
     a, b = train(cfg, sample_subset), train(cfg, sample_subset)
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
@@ -258,9 +261,10 @@ def _loop_before_issue_27(cfg, subset):
     return model.state_dict()
 
 
+# (the improved net at width 8, not its 16: the loop is what is compared, and width 8 trains ~3x faster here)
 @pytest.mark.parametrize("preset, changes", [
     ("template", {}),                                                  # constant lr, no augmentation
-    ("improved", {"precision": "fp32"}),                               # one-cycle, crop+flip, label smoothing
+    ("improved", {"precision": "fp32", "hidden_size": 8}),             # one-cycle, crop+flip, label smoothing
     ("improved", {"precision": "bf16", "pooling": "max", "schedule": "cosine", "augment": "flip", "seed": 3}),
 ])
 def test_the_loop_gives_the_weights_of_the_loop_before_it_bit_for_bit(sample_subset, preset, changes):

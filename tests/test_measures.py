@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import make_config
+from cifarlab.engine import predict_logits
 from cifarlab.evaluation import (
     SHIFTS,
     forward_flops,
@@ -13,9 +14,13 @@ from cifarlab.evaluation import (
     shift_consistency,
     shift_images,
     shift_robustness,
-    torch_predictor,
 )
 from cifarlab.models import Normalize, build_model
+
+
+def torch_predictor(model: nn.Module):
+    """images -> predicted classes, with a PyTorch model (what the measures ask of a model)."""
+    return lambda x: predict_logits(model, x).argmax(1).cpu().numpy()
 
 
 def test_shift_repeats_the_border_pixels():
@@ -86,17 +91,17 @@ def test_measures_of_a_real_model(sample_subset):
     assert m["measure_seconds"] > 0
 
 
-def test_records_carry_the_measures_and_the_comparison_shows_them(sample_subset, tmp_path):
+def test_records_carry_the_measures_and_the_comparison_shows_them(template_runs):
     from cifarlab.comparison import compare
-    from cifarlab.experiment import run
     from cifarlab.figures import plot_shift_accuracy
-    for pooling in ("stride", "max"):
-        rec = run(make_config("template", pooling=pooling, epochs=3, device="cpu"), out=tmp_path, subset=sample_subset,
-                  live="none")
+    from cifarlab.records import find_records
+    recs = find_records(template_runs)
+    assert sorted(r.config.pooling for r in recs) == ["max", "stride"]
+    for rec in recs:
         m = rec.metrics
         assert {"shift_acc", "shift_consistency", "params", "flops", "latency_ms_b1", "latency_ms_b256"} <= set(m)
         assert m["shift_acc"]["horizontal"][SHIFTS.index(0)] == pytest.approx(m["test_acc"])  # shift 0: the test set
-    c = compare(tmp_path)
+    c = compare(template_runs)
     text = c.tradeoffs()
     assert "shift consist." in text and "MFLOPs" in text and "ms/image" in text
     stride, mx = (g for g in c.groups)

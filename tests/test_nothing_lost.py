@@ -1,6 +1,6 @@
-"""Issue 22, "nothing lost, round 2": each numbered case of the issue as a test, through the command line
-or the library calls a notebook makes. Fast: fake records (conftest.fake_record) and dry runs; the one CLI
-training writes onto a tiny full tmpfs."""
+"""Issue 22, "nothing lost, round 2": each numbered case of the issue as a test, through the command line (run
+in this process: conftest's cli) or the library calls a notebook makes. Fast: fake records (conftest.fake_record)
+and dry runs; the one CLI training writes onto a tiny full tmpfs."""
 import errno
 import json
 import os
@@ -23,12 +23,6 @@ from cifarlab.records import NEEDED, RecordError, find_records, load_record, reu
 ROOT = Path(__file__).resolve().parent.parent
 N_VAL, N_TEST = 150, 300
 ALL_RIGHT = (np.ones(N_VAL, bool), np.ones(N_TEST, bool))
-
-
-def _cli(*args, cwd=None, env=None, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cifarlab", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
 
 
 def _one_line(r, rc):
@@ -102,9 +96,9 @@ def test_2_paths_expand_tilde_and_are_absolute(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("what", ["a name over 255 bytes", "a path over 4096 bytes"])
-def test_11_too_long_out_fails_before_training(tmp_path, what):
+def test_11_too_long_out_fails_before_training(tmp_path, what, cli):
     out = tmp_path / ("x" * 300) if "name" in what else tmp_path / "/".join(["y" * 200] * 21)
-    err = _one_line(_cli("train", "--epochs", "500", "--out", out), 2)
+    err = _one_line(cli("train", "--epochs", "500", "--out", out), 2)
     assert "too long" in err and "--out" in err and sorted(p.name for p in tmp_path.iterdir()) == ["cifarlab-data"]
 
 
@@ -137,8 +131,8 @@ def test_3_run_all_force_values(value, forced, tmp_path, monkeypatch):
     assert rc == 0 and ran.count("01_train.ipynb") == (2 if forced else 0)
 
 
-def test_3_unclear_force_is_one_error(tmp_path):
-    err = _one_line(_cli("sweep", "--dry-run", "--out", tmp_path / "s", "--force", "maybe"), 2)
+def test_3_unclear_force_is_one_error(tmp_path, cli):
+    err = _one_line(cli("sweep", "--dry-run", "--out", tmp_path / "s", "--force", "maybe"), 2)
     assert "expected true or false" in err
     with pytest.raises(ConfigError, match="FORCE='2'"):
         coerce("FORCE", "2", bool)
@@ -254,10 +248,10 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_8_2_train_on_a_full_disk_cli(small_disk, tmp_path):
+def test_8_2_train_on_a_full_disk_cli(small_disk, tmp_path, cli):
     home, mnt = small_disk
     (tmp_path / "work").mkdir()
-    err = _one_line(_cli("train", "--dry-run", "--live", "none", "--out", "~/full/runs", cwd=tmp_path / "work",
+    err = _one_line(cli("train", "--dry-run", "--live", "none", "--out", "~/full/runs", cwd=tmp_path / "work",
                          env={"HOME": str(home)}), 1)
     assert f"could not write {mnt}/runs/dryrun_template_avg" in err and "no space left" in err
     assert not (tmp_path / "work" / "~").exists()            # item 2: never a folder literally named ~
@@ -307,13 +301,13 @@ def test_9_reload_of_a_damaged_best_is_one_line(best, tmp_path, damage, words):
     assert "\n" not in str(e.value)
 
 
-def test_9_damaged_predictions_in_compare(tmp_path):
+def test_9_damaged_predictions_in_compare(tmp_path, cli):
     runs = tmp_path / "runs"
     a, b = _record(runs), _record(runs, pooling="max")
     _record(runs, pooling="stride")
     (a / "val_predictions.npz").write_bytes(b"PK\x03\x04 not a zip")           # garbage: incomplete
     np.savez(b / "val_predictions.npz", pred=np.array([object()]), true=np.zeros(1))   # pickled objects
-    err = _one_line(_cli("compare", "--runs", runs), 2)
+    err = _one_line(cli("compare", "--runs", runs), 2)
     assert f"{b / 'val_predictions.npz'} is damaged" in err
 
 
@@ -323,15 +317,15 @@ def test_9_damaged_predictions_in_compare(tmp_path):
     ("local", "nan", "give a finite number > 0"), ("ray", "0", "give a finite number > 0"),
     ("local", "100", f"this machine has {len(os.sched_getaffinity(0))} cores"),
 ])
-def test_11_cpus_per_run_limits(tmp_path, engine, cpus, words):
-    err = _one_line(_cli("sweep", "--dry-run", "--models", "template", "--poolings", "avg", "max", "--seeds", "1",
+def test_11_cpus_per_run_limits(tmp_path, engine, cpus, words, cli):
+    err = _one_line(cli("sweep", "--dry-run", "--models", "template", "--poolings", "avg", "max", "--seeds", "1",
                          "--engine", engine, "--cpus-per-run", cpus, "--out", tmp_path / "s"), 2)
     assert words in err
 
 
-def test_11_long_ray_tmpdir_is_one_line(tmp_path):
+def test_11_long_ray_tmpdir_is_one_line(tmp_path, cli):
     long = tmp_path / ("r" * 60)
-    err = _one_line(_cli("sweep", "--dry-run", "--models", "template", "--poolings", "avg", "max", "--seeds", "1",
+    err = _one_line(cli("sweep", "--dry-run", "--models", "template", "--poolings", "avg", "max", "--seeds", "1",
                          "--engine", "ray", "--out", tmp_path / "s", env={"RAY_TMPDIR": str(long)}), 2)
     assert f"$RAY_TMPDIR {long} is too long" in err and not (tmp_path / "s").exists()
 
@@ -362,10 +356,10 @@ def test_13_metrics_without_validation_keys_is_damaged(tmp_path):
         load_record(path)
 
 
-def test_13_best_dot_inside_a_previous_best_folder(best):
+def test_13_best_dot_inside_a_previous_best_folder(best, cli):
     runs, folder = best
     before = json.loads((folder / "selection.json").read_text())["run_id"]
-    r = _cli("compare", "--runs", runs, "--best", ".", cwd=folder)
+    r = cli("compare", "--runs", runs, "--best", ".", cwd=folder)
     assert r.returncode == 0, r.stderr
     assert f"to {folder} with model.onnx" in r.stdout
     assert json.loads((folder / "selection.json").read_text())["run_id"] == before
@@ -396,7 +390,7 @@ class _Evil:
         return (os.system, (f"touch {os.environ.get('EVIL_MARK', '/nonexistent/x')}",))
 
 
-def test_14_crafted_pickle_is_refused(tmp_path):
+def test_14_crafted_pickle_is_refused(tmp_path, cli):
     data = tmp_path / "data" / "cifar-100-python"
     data.mkdir(parents=True)
     mark = tmp_path / "code_ran"
@@ -406,7 +400,7 @@ def test_14_crafted_pickle_is_refused(tmp_path):
             (data / split).write_bytes(pickle.dumps({"data": _Evil(), "fine_labels": [0]}))
     finally:
         del os.environ["EVIL_MARK"]
-    err = _one_line(_cli("train", "--classes", "1,2", "--data-dir", data.parent, "--out", tmp_path / "o"), 1)
+    err = _one_line(cli("train", "--classes", "1,2", "--data-dir", data.parent, "--out", tmp_path / "o"), 1)
     assert "names posix.system, which a CIFAR-100 pickle never does" in err and not mark.exists()
 
 

@@ -196,12 +196,12 @@ def test_every_bad_net_is_one_line_before_anything_is_built_for_training(case, s
 
 
 @pytest.mark.parametrize("case", ["missing file", "forward raises", "too big"])
-def test_the_command_line_says_one_line_rc2_writes_nothing_and_shows_only_the_students_frames(case, tmp_path):
+def test_the_command_line_says_one_line_rc2_writes_nothing_and_shows_only_the_students_frames(case, tmp_path, cli):
     source, says = next((src, says) for c, src, says in BAD if c == case)
     if source is not None:
         _write(tmp_path, source)
     out = tmp_path / "out"
-    r = _cli("train", "--model", "net.py:Net", "--out", str(out), "--epochs", "1", cwd=tmp_path)
+    r = cli("train", "--model", "net.py:Net", "--out", str(out), "--epochs", "1", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("cifarlab: error:") and says in last, r.stderr

@@ -160,9 +160,9 @@ def test_17_2_a_diverged_run_never_replaces_a_complete_record(record, sample_sub
     assert [r.path for r in find_records(record.path.parent) if r.ok and r.config == record.config] == [record.path]
 
 
-def test_17_2_cli_diverging_lr_is_its_own_record(runs_folder, record):
+def test_17_2_cli_diverging_lr_is_its_own_record(runs_folder, record, cli):
     before = _snapshot(record.path)
-    r = _cli("train", "--preset", "template", "--pooling", "avg", "--epochs", "8", "--lr", "1e9", "--out",
+    r = cli("train", "--preset", "template", "--pooling", "avg", "--epochs", "8", "--lr", "1e9", "--out",
              str(runs_folder), "--live", "none")
     err = _one_line_error(r, rc=1)
     assert "learning rate" in err and "Its record:" in err
@@ -180,12 +180,12 @@ def test_17_3_every_class_gives_a_short_folder_name(tmp_path, full_data_dir):
 
 
 @pytest.mark.parametrize("case", ["out is a file", "out under a file", "data dir is a file"])
-def test_17_4_bad_locations_fail_before_training(case, tmp_path):
+def test_17_4_bad_locations_fail_before_training(case, tmp_path, cli):
     f = tmp_path / "a_file"
     f.write_text("precious")
     args = {"out is a file": ["--out", str(f)], "out under a file": ["--out", str(f / "runs")],
             "data dir is a file": ["--out", str(tmp_path / "o"), "--data-dir", str(f)]}[case]
-    r = _cli("train", "--epochs", "500", *args)
+    r = cli("train", "--epochs", "500", *args)
     err = _one_line_error(r)
     assert str(f) in err and ("--out" in err or "--data-dir" in err)
     assert "Loaded" not in r.stdout and "training" not in r.stdout  # nothing loaded, nothing trained
@@ -272,8 +272,8 @@ def test_cli_train_end_to_end(tmp_path):
     assert r.returncode == 0 and "skipped:" in r.stdout and "record exists" in r.stdout
 
 
-def test_cli_dry_run_never_mixes_with_real_runs(tmp_path):
-    r = _cli("train", "--preset", "improved", "--dry-run", "--out", str(tmp_path))
+def test_cli_dry_run_never_mixes_with_real_runs(tmp_path, cli):
+    r = cli("train", "--preset", "improved", "--dry-run", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     rec = next(r for r in find_records(tmp_path))
     assert rec.config.dry_run and rec.metrics["steps"] == 2 and rec.config.model == "improved"
