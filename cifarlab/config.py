@@ -244,7 +244,7 @@ PRESETS: dict[str, dict] = {
 # then fine-tuned on yours with a fresh classifier (benchmarks/transfer.py measures what it gains).
 PRESETS["improved+pretrained"] = dict(
     PRESETS["improved"],
-    pretrain_epochs=8,           # ~47,500 images an epoch; measured in benchmarks/transfer_results.md
+    pretrain_epochs=12,          # ~47,500 images an epoch; measured in benchmarks/transfer_results.md
     lr=0.05,                     # half the scratch peak: fine-tuning keeps what pretraining learned
 )
 
