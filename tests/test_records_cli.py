@@ -145,7 +145,7 @@ def test_17_2_a_diverged_run_never_replaces_a_complete_record(record, sample_sub
     before = _snapshot(record.path)
     import cifarlab.experiment as experiment
 
-    def diverging_train(cfg, subset, view=None):  # the same run, retrained, this time diverging
+    def diverging_train(cfg, subset, view=None, init=None):  # the same run, retrained, this time diverging
         from cifarlab.engine import train as real_train
         result = real_train(cfg.replace(epochs=1), subset)
         result.config = cfg
