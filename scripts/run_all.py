@@ -19,6 +19,7 @@ with a non-zero exit; the executed notebook, error included, is kept.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -83,11 +84,22 @@ def main(argv=None) -> int:
     (exp / "notebooks").mkdir(parents=True, exist_ok=True)
     common = {"DATA_DIR": data_dir}
 
+    # Ctrl-C stops the suite wherever it lands: one that arrives while papermill shuts a kernel down can be
+    # swallowed there, so it is also remembered here and acted on once that notebook returns.
+    ctrl_c = []
+
+    def on_ctrl_c(signum, frame):
+        ctrl_c.append(signum)
+        signal.default_int_handler(signum, frame)
+    signal.signal(signal.SIGINT, on_ctrl_c)
+
     def execute(name: str, target: str, **params) -> None:
         t0 = time.perf_counter()
         print(f"--> {name} {params}", flush=True)
         pm.execute_notebook(str(NOTEBOOKS / name), str(exp / "notebooks" / target), parameters={**common, **params},
                             kernel_name=args.kernel, progress_bar=False, cwd=str(out))
+        if ctrl_c:
+            raise KeyboardInterrupt
         print(f"    done in {time.perf_counter() - t0:.1f} s -> {exp / 'notebooks' / target}", flush=True)
 
     t_start = time.perf_counter()

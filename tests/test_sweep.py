@@ -527,7 +527,7 @@ def test_cli_local_ray_listens_on_loopback_only_and_ctrl_c_keeps_finished_record
     ray_tmp = Path(tempfile.mkdtemp(prefix="clray-", dir=RAY_TMP))
     out = tmp_path / "sweep"
     cli = Cli(["sweep", "--classes", "0,55", "--classes", "55,58", "--models", "template", "--poolings", "stride",
-               "max", "avg", "--seeds", "2", "--epochs", "40", "--engine", "ray", "--out", str(out), "--no-bar"],
+               "max", "avg", "--seeds", "2", "--epochs", "300", "--engine", "ray", "--out", str(out), "--no-bar"],
               _env(RAY_TMPDIR=str(ray_tmp)), tmp_path)
     try:
         cli.wait_for(r"^engine ray: a local Ray on 127\.0\.0\.1 \(1 node\(s\), \d+ CPUs", 120)
