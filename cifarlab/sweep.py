@@ -1,12 +1,6 @@
 """Sweeps: many runs - class subsets x models x poolings x seeds (x recipe overrides) - on this
-machine (engine ``local``) or as Ray tasks (engine ``ray``: a local Ray on 127.0.0.1, or a cluster),
-each one the same :func:`cifarlab.experiment.run` the notebooks call, each leaving the same run record.
-A worker sends its record's files back and the driver publishes them atomically, so a worker killed
-mid-run never leaves half a record. What each option does, and why: docs/sweeps.md.
-
-    from cifarlab.sweep import sweep
-    result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
-    print(result.report())          # one comparison per class subset, and the answer across them
+machine (engine ``local``) or as Ray tasks (engine ``ray``), each one the same :func:`cifarlab.experiment.run`
+the notebooks call, each leaving the same run record. What each option does, and why: docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -129,16 +123,12 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
               terms: str = "notebook") -> list[RunConfig]:
     """The runs to train for one class selection, in order: models x override variants x poolings x seeds.
 
-    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid.
-    Configs are made by :func:`cifarlab.config.notebook_config`, and ``precision="auto"`` is decided here, once,
-    for this machine (:func:`_planned`): the record a run writes has the identity planned. A bad spec is one
+    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid;
+    ``precision="auto"`` is decided here, once, for this machine (:func:`_planned`). A bad spec is one
     :class:`SweepError` (or ConfigError) before any data loads, naming the option as the caller spells it
-    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``).
-
-    ``models``: presets (``improved``, ``template``), a list or a string (``"improved template"``); likewise
-    ``poolings``. ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default:
-    each preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
-    other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
+    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``). ``seeds``: a count N
+    (seeds 0..N-1) or a list; ``template_epochs``: for template runs when ``epochs`` is not given;
+    ``overrides``: any other config field, a list of values making a dimension (``{"lr": [0.05, 0.1]}``)."""
     say = lambda name, value=None: _spelled(terms, name, value)
     models, poolings = _names(models), _names(poolings)
     unknown = [m for m in models if m not in PRESETS and not is_own(m)]
@@ -205,11 +195,10 @@ def _planned(cfg: RunConfig) -> RunConfig:
 WORK_PREFIX = "cifarlab-run-"
 
 
-def _remove_stale_work(root=None) -> None:
+def _remove_stale_work() -> None:
     """Remove the temporary folders of runs whose process is gone (a worker killed mid-run cannot
     remove its own): ``cifarlab-run-<pid>-*`` whose pid no longer exists."""
-    root = Path(root or tempfile.gettempdir())
-    for d in root.glob(f"{WORK_PREFIX}*-*"):
+    for d in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
         pid = d.name[len(WORK_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists() and d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
@@ -254,38 +243,23 @@ def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None, backb
         if register(net, len(cfg_dict["classes"]), cfg_dict["pooling"], "cpu")[2] != cfg_dict["net"]:
             raise NetError(f"{cfg_dict['model']} on this worker is not the net the sweep planned (its file changed "
                            f"since, or differs on this node); run the sweep again")
+    import ray
     payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads, backbone)
-    try:
-        import ray
-        payload["node"] = ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside Ray
-        pass
+    payload["node"] = ray.get_runtime_context().get_node_id()
     return payload
 
 
 def publish_record(out, cfg: RunConfig, payload: dict):
-    """Write a record that came back from a worker into ``out``, atomically, and return it as read back.
-
-    The files are written to a staging folder and read back with the records' own checks (complete,
-    config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
-    beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
-    from .files import building, publish_dir, user_path
-    from .records import (
-        RECORD,
-        RECORD_MARKER,
-        RecordError,
-        check_record_target,
-        load_record,
-        record_target,
-    )
+    """Write a record that came back from a worker into ``out`` (checked by :func:`run_sweep`), atomically, and
+    return it as read back (how, and why: docs/sweeps.md, "Where records land")."""
+    from .files import building, publish_dir
+    from .records import RECORD, RECORD_MARKER, RecordError, load_record, record_target
 
     files = payload["files"]
     foreign = sorted(n for n in files if n not in RECORD.allowed)
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
-    out = user_path(out, "--out")
-    check_record_target(out, cfg)
     with building(out, cfg.run_name) as tmp:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
             (tmp / name).write_bytes(files[name])
@@ -308,13 +282,12 @@ def _cores() -> int:
 class LocalEngine:
     """One run after another in this process."""
 
-    def __init__(self, cpus_per_run=None, log=print):
+    def __init__(self, cpus_per_run=None):
         if cpus_per_run is not None and cpus_per_run > _cores():   # Ray refuses more than a node has: so do we
             raise SweepError(f"--cpus-per-run {cpus_per_run:g}, but this machine has {_cores()} cores available "
                              f"to this process: give at most {_cores()}")
         self.threads = None if cpus_per_run is None else max(1, int(cpus_per_run))
         self.workers = 1
-        self.log = log
 
     def describe(self) -> str:
         import torch
@@ -347,7 +320,6 @@ class LocalEngine:
 
 
 def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
@@ -429,24 +401,17 @@ class RayEngine:
     """Runs as Ray tasks: a local Ray started here, a cluster joined by address, or the Ray runtime this
     process already initialized."""
 
-    def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES, log=print):
-        env_address = os.environ.get("RAY_ADDRESS") or None
-        self.address = address or env_address
+    def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES):
+        self.address = address or os.environ.get("RAY_ADDRESS")
         self.option = "--address" if address else "$RAY_ADDRESS"
-        if self.address:
-            hp = _split_address(self.address, self.option)
-            self.loopback = hp is None or _is_loopback(hp[0])
-        else:
-            self.loopback = True
+        hp = _split_address(self.address, self.option) if self.address else None   # None: a local Ray, or auto
+        self.loopback = hp is None or _is_loopback(hp[0])
         whole_or_fraction = gpus_per_run is not None and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())
         if gpus_per_run is not None and not (gpus_per_run >= 0 and whole_or_fraction):
             raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
-        self.log = log
         self.ray = None
         self.owned = False          # whether this sweep called ray.init (and so calls ray.shutdown)
-        self.workers = 0
-        self.how = ""
         self._pending = []
 
     # -- start / connect -------------------------------------------------------------------------------
@@ -459,8 +424,7 @@ class RayEngine:
             check_reachable(self.address, self.option)
 
     def start(self, configs) -> None:
-        ray = self.ray or import_ray(self.loopback)
-        self.ray = ray
+        ray = self.ray
         t0 = time.perf_counter()
         if ray.is_initialized():
             self.how = "the Ray runtime already initialized in this process"
@@ -566,8 +530,6 @@ class RayEngine:
 
     def stop(self) -> None:
         ray = self.ray
-        if ray is None:
-            return
         for ref in self._pending:
             try:
                 ray.cancel(ref, force=True)
@@ -608,9 +570,6 @@ class SweepResult:
         """run_ids whose records were already there."""
         return [run_id for run_id, rec in self.records.items() if rec.reused]
 
-    def runs_per_minute(self) -> float:
-        return 60 * len(self.trained) / self.seconds if self.seconds else float("nan")
-
     def comparisons(self) -> list:
         """One :class:`cifarlab.comparison.Comparison` per experiment of the sweep (all its records in
         ``out``), or the reason it has none (a string)."""
@@ -635,15 +594,15 @@ class SweepResult:
         div = f", {len(self.diverged)} diverged" if self.diverged else ""
         fail = f", {len(self.failed)} FAILED (no record)" if self.failed else ""
         stop = " - interrupted" if self.interrupted else ""
-        rate = f" ({self.runs_per_minute():.1f} runs/min)" if self.trained else ""
+        rate = f" ({60 * len(self.trained) / self.seconds:.1f} runs/min)" if self.trained else ""
         return (f"sweep {self.sweep.describe()}{stop}\n{len(self.trained)} trained in {self.seconds:.1f} s{rate} "
                 f"on {self.engine} ({self.workers} at a time), {len(self.reused)} reused{div}{fail}; records in "
                 f"{self.out}")
 
-    def report(self, comparisons=None) -> str:
+    def report(self) -> str:
         """Everything a person reads: per experiment its comparison, then (several subsets) the answer across them."""
         from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
-        comparisons = self.comparisons() if comparisons is None else comparisons
+        comparisons = self.comparisons()
         parts = [self.header()]
         for cfg_id, why in self.failed.items():
             cfg = next(c for c in self.sweep.configs if c.run_id == cfg_id)
@@ -683,12 +642,10 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
               worker_data_dir=None, progress: bool = True, log=None) -> SweepResult:
     """Run every run of ``sweep`` whose record is not in ``out`` yet (all of them with ``force``).
 
-    Everything that can be checked is checked first - the output folder and every record's place in
-    it, the data folder, the engine, Ray's address and resources - then each class subset is loaded
-    once, then runs are submitted. Returns a :class:`SweepResult` (``.report()`` for the comparisons);
-    a run that ends without a record is in ``.failed``; Ctrl-C raises KeyboardInterrupt after the
-    finished records are written and the rest cancelled."""
-    from .data import check_data_dir
+    Everything that can be checked is checked first, then each class subset is loaded once, then runs are
+    submitted. A run that ends without a record is in ``.failed`` of the :class:`SweepResult`; Ctrl-C raises
+    KeyboardInterrupt after the finished records are written and the rest cancelled."""
+    from .data import check_data_dir, subset_for
     from .files import check_writable_dir
     from .liveview import make_view
     from .pretrain import backbone_config, check_pretraining_data, get_backbone
@@ -701,24 +658,19 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         raise SweepError(f"--cpus-per-run {cpus_per_run}: give a finite number > 0 (at most the cores of a node)")
     if retries < 0:
         raise SweepError(f"--retries {retries}: give 0 or more")
-    if not len(sweep):
-        raise SweepError("the sweep has no runs")
     out = check_writable_dir(out, "--out")
     check_data_dir(data_dir)
     for cfg in sweep.configs:
         check_pretraining_data(cfg, data_dir)
-    if worker_data_dir is not None and engine == "local":
-        raise SweepError("--worker-data-dir is for --engine ray (workers that load the data from their own disk); "
-                         "locally use --data-dir")
     if engine == "local":
-        if address:
-            raise SweepError("--address joins a Ray cluster: it needs --engine ray")
-        if gpus_per_run:
-            raise SweepError("--gpus-per-run shares GPUs among Ray tasks: it needs --engine ray (the local engine "
-                             "runs one run at a time on the config's device)")
-        runner = LocalEngine(cpus_per_run, log)
+        for option, value in (("--address", address), ("--gpus-per-run", gpus_per_run),
+                              ("--worker-data-dir", worker_data_dir)):
+            if value:
+                raise SweepError(f"{option} is for Ray's workers (a cluster, shared GPUs, their own data): it needs "
+                                 f"--engine ray")
+        runner = LocalEngine(cpus_per_run)
     else:
-        runner = RayEngine(address, cpus_per_run, gpus_per_run, retries, log)
+        runner = RayEngine(address, cpus_per_run, gpus_per_run, retries)
 
     result = SweepResult(out, sweep, engine, 1)
     todo = []
@@ -733,7 +685,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         log(f"skipped {len(result.reused)} run(s) already recorded in {out} (same identity; --force retrains them)")
     if not todo:
         log("nothing to train")
-        result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs}
         return result
     if engine == "ray":
         ray_module = sys.modules.get("ray")
@@ -746,7 +697,7 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
                 raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
                                  f"or use --engine local")
             log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
-            runner = LocalEngine(cpus_per_run, log)
+            runner = LocalEngine(cpus_per_run)
         else:
             runner.check()          # before any data is loaded: Ray importable, the address answering
 
@@ -757,29 +708,21 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         runner.start(todo)
         result.workers = runner.workers
         log(runner.describe())
-        # each class subset once, in the driver (unless workers load their own)
-        subsets = {}
-        if worker_data_dir is None:
-            from .data import subset_for
-            todo_ids = {c.run_id for c in todo}
-            for exp_id, cfgs in sweep.experiments().items():
-                if any(c.run_id in todo_ids for c in cfgs):
-                    subsets[exp_id] = runner.put(subset_for(cfgs[0], data_dir, verbose=False))
-        # each pretrained backbone once, made here first (or read from out/backbones), then shipped to its runs
-        backbones = {}
+        # each class subset loaded once, in the driver (unless workers load their own), and each pretrained
+        # backbone made once here (or read from out/backbones), then shipped to their runs
+        subsets, backbones, jobs = {}, {}, []
         for c in todo:
+            if worker_data_dir is None and c.experiment_id not in subsets:
+                subsets[c.experiment_id] = runner.put(subset_for(c, data_dir, verbose=False))
             key = backbone_config(c).run_id if c.pretrain_epochs else None
             if key and key not in backbones:
                 backbones[key] = runner.put(get_backbone(c, out, data_dir, make_view("quiet"), log))
-        jobs = [(c, subsets.get(c.experiment_id), worker_data_dir,
-                 backbones.get(backbone_config(c).run_id) if c.pretrain_epochs else None) for c in todo]
+            jobs.append((c, subsets.get(c.experiment_id), worker_data_dir, backbones.get(key)))
         bar = tqdm(total=len(sweep), initial=len(result.reused), desc="sweep", unit="run", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         say = bar.write if progress else log
-        done = [len(result.reused)]
 
         def on_result(cfg, payload, error):
-            done[0] += 1
             if error is None:
                 try:
                     rec = publish_record(out, cfg, payload)
@@ -790,7 +733,8 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
                     result.runs[cfg.run_id] = {k: v for k, v in payload.items() if k != "files"}
             if error is not None:
                 result.failed[cfg.run_id] = error
-            say(_line(done[0], len(sweep), cfg, payload, error, result.records.get(cfg.run_id)))
+            n_done = len(result.records) + len(result.failed)      # reused ones included
+            say(_line(n_done, len(sweep), cfg, payload, error, result.records.get(cfg.run_id)))
             bar.update(1)
 
         runner.execute(jobs, on_result)
