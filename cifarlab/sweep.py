@@ -27,7 +27,8 @@ DEFAULT_GPU_SHARE = 0.25      # on a cluster with GPUs, four small runs share on
 # binds and connects on 127.0.0.1 only, and no token file is written to ~/.ray.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                 "RAY_USAGE_STATS_ENABLED": "0"}
-RAY_INSTALL_HINT = "pip install 'cifarlab[ray]' (or: pip install ray)"
+NO_RAY = ("--engine ray needs Ray, which is not installed: pip install 'cifarlab[ray]' (or: pip install ray); "
+          "or use --engine local")
 # What a sweep sets by its own options, so never through overrides.
 _OWN_FIELDS = {"classes": "classes", "model": "models", "pooling": "poolings", "seed": "seeds", "epochs": "epochs",
                "dry_run": "dry_run", "device": "device"}
@@ -66,9 +67,7 @@ class Sweep:
 
 
 def _subsets(classes) -> list:
-    """A list of class subsets. A string, or a list of ids only, is one subset."""
-    if classes is None:
-        return ["0,55,58"]
+    """A list of class subsets. A string, or a list of ids only, is one subset (None: the config's default)."""
     if isinstance(classes, str) or not hasattr(classes, "__iter__"):
         return [classes]
     classes = list(classes)
@@ -93,7 +92,7 @@ def _names(values) -> list:
     return out
 
 
-def _variants(overrides, say, terms="cli") -> list[dict]:
+def _variants(overrides, say, terms: str) -> list[dict]:
     """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
     if overrides is not None and not isinstance(overrides, dict):
         raise SweepError(f"{say('overrides', repr(overrides))}: expected a mapping of config fields to values, "
@@ -111,13 +110,6 @@ def _variants(overrides, say, terms="cli") -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def _spelled(terms: str, name: str, value=None) -> str:
-    """An option as the caller writes it: ``--seeds 0`` on the command line, ``SEEDS=0`` for make and notebooks."""
-    if terms == "cli":
-        return f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}")
-    return name.upper() + ("" if value is None else f"={value}")
-
-
 def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
               template_epochs=None, overrides=None, *, dry_run: bool = False, device=None,
               terms: str = "notebook") -> list[RunConfig]:
@@ -129,7 +121,11 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
     (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``). ``seeds``: a count N
     (seeds 0..N-1) or a list; ``template_epochs``: for template runs when ``epochs`` is not given;
     ``overrides``: any other config field, a list of values making a dimension (``{"lr": [0.05, 0.1]}``)."""
-    say = lambda name, value=None: _spelled(terms, name, value)
+    def say(name, value=None):   # an option as the caller writes it: --seeds 0 on the command line, else SEEDS=0
+        if terms == "cli":
+            return f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}")
+        return name.upper() + ("" if value is None else f"={value}")
+
     models, poolings = _names(models), _names(poolings)
     unknown = [m for m in models if m not in PRESETS and not is_own(m)]
     if unknown:
@@ -150,10 +146,11 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
     if empty:
         raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: nothing would run "
                          f"(the runs are the product of models x poolings x seeds)")
+    variants = _variants(overrides, say, terms)
     configs: dict[str, RunConfig] = {}
     for model in models:
         ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
-        for variant in _variants(overrides, say, terms):
+        for variant in variants:
             for pooling in poolings:
                 for seed in seeds:
                     cfg = notebook_config(model, classes, pooling, seed, ep, variant,
@@ -341,20 +338,6 @@ def _split_address(address: str, option: str) -> tuple[str, int] | None:
     return m.group(1).strip("[]"), int(m.group(2))
 
 
-def check_reachable(address: str, option: str = "--address", timeout: float = 3.0) -> None:
-    """Fail fast when nothing listens at ``address``: Ray itself retries for about 14 minutes."""
-    hp = _split_address(address, option)
-    if hp is None:
-        return
-    try:
-        socket.create_connection(hp, timeout=timeout).close()
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-        raise SweepError(f"no Ray cluster answers at {address} ({option}): {why}. Start its head node "
-                         f"(ray start --head) or fix the address; without an address, --engine ray starts a "
-                         f"local Ray on this machine") from None
-
-
 def import_ray(loopback: bool):
     """Import Ray; for a local (or loopback) Ray, set :data:`LOOPBACK_ENV` first - Ray reads it once, at import."""
     if sys.modules.get("ray") is not None:
@@ -376,8 +359,7 @@ def import_ray(loopback: bool):
     try:
         import ray
     except ImportError:
-        raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
-                         f"or use --engine local") from None
+        raise SweepError(NO_RAY) from None
     return ray
 
 
@@ -404,8 +386,9 @@ class RayEngine:
     def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES):
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.option = "--address" if address else "$RAY_ADDRESS"
-        hp = _split_address(self.address, self.option) if self.address else None   # None: a local Ray, or auto
-        self.loopback = hp is None or _is_loopback(hp[0])
+        # (host, port) of the cluster; None: a local Ray, or "auto"
+        self.hostport = _split_address(self.address, self.option) if self.address else None
+        self.loopback = self.hostport is None or _is_loopback(self.hostport[0])
         whole_or_fraction = gpus_per_run is not None and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())
         if gpus_per_run is not None and not (gpus_per_run >= 0 and whole_or_fraction):
             raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
@@ -416,12 +399,19 @@ class RayEngine:
 
     # -- start / connect -------------------------------------------------------------------------------
     def check(self) -> None:
-        """Before any data is loaded: Ray's socket paths short enough, Ray importable, the address answering."""
+        """Before any data is loaded: Ray's socket paths short enough, Ray importable, the address answering (a
+        plain TCP connect, to fail fast: Ray itself retries for about 14 minutes)."""
         if not self.address:
             _check_ray_tmpdir()
         self.ray = import_ray(self.loopback)
-        if self.address and not self.ray.is_initialized():
-            check_reachable(self.address, self.option)
+        if self.hostport and not self.ray.is_initialized():
+            try:
+                socket.create_connection(self.hostport, timeout=3).close()
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+                raise SweepError(f"no Ray cluster answers at {self.address} ({self.option}): {why}. Start its head "
+                                 f"node (ray start --head) or fix the address; without an address, --engine ray "
+                                 f"starts a local Ray on this machine") from None
 
     def start(self, configs) -> None:
         ray = self.ray
@@ -457,8 +447,6 @@ class RayEngine:
         cpus = [r.get("CPU", 0.0) for r in nodes]
         gpus = [r.get("GPU", 0.0) for r in nodes]
         total_cpu, total_gpu = sum(cpus), sum(gpus)
-        if not total_cpu:
-            raise SweepError(f"{self.how} has no CPUs to run on")
         gpr = self.gpus_per_run
         if gpr is None:
             gpr = DEFAULT_GPU_SHARE if total_gpu else 0.0
@@ -468,7 +456,7 @@ class RayEngine:
         cpr = self.cpus_per_run
         if cpr is None:   # share the CPUs out, at least one per run; GPU runs need one CPU to feed them
             cpr = 1.0 if gpr else float(max(1, min(max(cpus), math.floor(total_cpu / max(1, n_runs)))))
-        if cpr > max(cpus):
+        if cpr > max(cpus):   # a cluster without CPUs included
             raise SweepError(f"--cpus-per-run {cpr:g}, but the largest node of {self.how} has {max(cpus):g} CPUs: "
                              f"no run could start")
         self.cpus, self.gpus, self.threads = cpr, gpr, max(1, int(cpr))
@@ -508,12 +496,11 @@ class RayEngine:
                 cause = getattr(e, "cause", None)
                 msg = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).splitlines()[-1]
                 on_result(cfg, None, msg)
-                return
             except ray.exceptions.RayError as e:         # its worker or node died more often than retried
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 on_result(cfg, None, f"{type(e).__name__} after {1 + self.retries} attempt(s): {first}")
-                return
-            on_result(cfg, payload, None)
+            else:
+                on_result(cfg, payload, None)
 
         try:
             while self._pending:
@@ -694,8 +681,7 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
             # importing Ray alone) costs more than it can give, and the run computes the same numbers here.
             import importlib.util
             if importlib.util.find_spec("ray") is None:
-                raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
-                                 f"or use --engine local")
+                raise SweepError(NO_RAY)
             log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
             runner = LocalEngine(cpus_per_run)
         else:
