@@ -484,8 +484,7 @@ class RayEngine:
         by_ref = {}
         for cfg, subset, data_dir, backbone in jobs:
             net = portable(cfg.net) if cfg.net else None     # a student's net travels with its runs
-            by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads,
-                               net, backbone)] = cfg
+            by_ref[task.remote(cfg.to_dict(), subset, data_dir, self.threads, net, backbone)] = cfg
         self._pending = list(by_ref)
 
         def collect(ref):
