@@ -1,6 +1,5 @@
-"""Command line: ``python -m cifarlab train | compare | sweep | classes | download`` (examples, options and exit codes:
-docs/cli.md). Every RunConfig field is an option of ``train``. A mistake in what was asked is one line and exit
-status 2, before anything trains; a run that fails (a download, a diverged training) one line and status 1.
+"""Command line: ``python -m cifarlab train | compare | sweep | classes | download``; examples, options and exit
+codes: docs/cli.md.
 """
 from __future__ import annotations
 
@@ -79,8 +78,7 @@ def _sweep(args) -> int:
         key = key.strip().replace("-", "_")
         if not eq or not key or not value.strip():
             raise SweepError(f"--set {item!r}: give KEY=VALUE, or KEY=V1,V2 for one run per value (e.g. --set lr=0.05)")
-        values = [v.strip() for v in value.split(",") if v.strip()]
-        overrides[key] = values if len(values) > 1 else values[0]
+        overrides[key] = [v.strip() for v in value.split(",") if v.strip()]   # a list: one run per value
     plan = make_sweep(args.classes, args.models, args.poolings, args.seeds, args.epochs, args.template_epochs,
                       overrides, args.dry_run, args.device)   # every config checked before anything loads
     result = run_sweep(plan, args.out, engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,

@@ -18,17 +18,6 @@ from .pretrain import check_pretraining_data, get_backbone, summary
 from .records import Record, load_record, reusable_record, write_record
 
 
-def preflight(cfg: RunConfig, out, data_dir=None):
-    """Everything that can be checked before training: the device and precision (resolved for this
-    machine), the output folder (expanded: the returned path is the one to use), the data folder. Returns
-    the resolved config, why it runs in that precision, and the output folder; raises a one-line error
-    (nothing trained for nothing). The record's place is checked by :func:`reusable_record`."""
-    cfg, why = resolve_config(cfg)
-    out = check_writable_dir(out, "--out")
-    check_data_dir(data_dir)
-    return cfg, why, out
-
-
 def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None, live="auto",
         force: bool = False, backbone=None) -> Record:
     """Train ``cfg`` and write its record under ``out``; returns the record as read back.
@@ -39,7 +28,11 @@ def run(cfg: RunConfig, out="runs", subset: Subset | None = None, data_dir=None,
     :class:`cifarlab.engine.TrainingDiverged` saying where. A run with ``pretrain_epochs`` starts from
     ``backbone``, else from the one under ``out/backbones`` (made there first when missing; see
     :mod:`cifarlab.pretrain`)."""
-    cfg, why, out = preflight(cfg, out, data_dir)
+    # everything that can be checked before training, each a one-line error: the device and precision for this
+    # machine, the output folder (expanded), the data folder, the record's place
+    cfg, why = resolve_config(cfg)
+    out = check_writable_dir(out, "--out")
+    check_data_dir(data_dir)
     existing = reusable_record(out, cfg, force)
     if existing is not None:
         print(f"skipped: {cfg.title} (record exists: {existing.path}); force=True / --force retrains it", flush=True)

@@ -1,12 +1,6 @@
 """Sweeps: many runs - class subsets x models x poolings x seeds (x recipe overrides) - on this
-machine (engine ``local``) or as Ray tasks (engine ``ray``: a local Ray on 127.0.0.1, or a cluster),
-each one the same :func:`cifarlab.experiment.run` the notebooks call, each leaving the same run record.
-A worker sends its record's files back and the driver publishes them atomically, so a worker killed
-mid-run never leaves half a record. What each option does, and why: docs/sweeps.md.
-
-    from cifarlab.sweep import sweep
-    result = sweep(classes=["0,55,58", "vehicles_1"], models=["improved"], seeds=3, engine="ray", out="sweeps/x")
-    print(result.report())          # one comparison per class subset, and the answer across them
+machine (engine ``local``) or as Ray tasks (engine ``ray``), each one the same :func:`cifarlab.experiment.run`
+the notebooks call, each leaving the same run record. What each option does, and why: docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -33,7 +27,8 @@ DEFAULT_GPU_SHARE = 0.25      # on a cluster with GPUs, four small runs share on
 # binds and connects on 127.0.0.1 only, and no token file is written to ~/.ray.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                 "RAY_USAGE_STATS_ENABLED": "0"}
-RAY_INSTALL_HINT = "pip install 'cifarlab[ray]' (or: pip install ray)"
+NO_RAY = ("--engine ray needs Ray, which is not installed: pip install 'cifarlab[ray]' (or: pip install ray); "
+          "or use --engine local")
 # What a sweep sets by its own options, so never through overrides.
 _OWN_FIELDS = {"classes": "classes", "model": "models", "pooling": "poolings", "seed": "seeds", "epochs": "epochs",
                "dry_run": "dry_run", "device": "device"}
@@ -72,9 +67,7 @@ class Sweep:
 
 
 def _subsets(classes) -> list:
-    """A list of class subsets. A string, or a list of ids only, is one subset."""
-    if classes is None:
-        return ["0,55,58"]
+    """A list of class subsets. A string, or a list of ids only, is one subset (None: the config's default)."""
     if isinstance(classes, str) or not hasattr(classes, "__iter__"):
         return [classes]
     classes = list(classes)
@@ -99,7 +92,7 @@ def _names(values) -> list:
     return out
 
 
-def _variants(overrides, say, terms="cli") -> list[dict]:
+def _variants(overrides, say, terms: str) -> list[dict]:
     """``{"lr": [0.05, 0.1], "dropout": 0.2}`` -> one dict per combination (a list value is a dimension)."""
     if overrides is not None and not isinstance(overrides, dict):
         raise SweepError(f"{say('overrides', repr(overrides))}: expected a mapping of config fields to values, "
@@ -117,29 +110,22 @@ def _variants(overrides, say, terms="cli") -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def _spelled(terms: str, name: str, value=None) -> str:
-    """An option as the caller writes it: ``--seeds 0`` on the command line, ``SEEDS=0`` for make and notebooks."""
-    if terms == "cli":
-        return f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}")
-    return name.upper() + ("" if value is None else f"={value}")
-
-
 def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
               template_epochs=None, overrides=None, *, dry_run: bool = False, device=None,
               terms: str = "notebook") -> list[RunConfig]:
     """The runs to train for one class selection, in order: models x override variants x poolings x seeds.
 
-    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid.
-    Configs are made by :func:`cifarlab.config.notebook_config`, and ``precision="auto"`` is decided here, once,
-    for this machine (:func:`_planned`): the record a run writes has the identity planned. A bad spec is one
+    The one planner of runs, for ``make run-all``, sweeps (one plan per class subset) and a notebook's grid;
+    ``precision="auto"`` is decided here, once, for this machine (:func:`_planned`). A bad spec is one
     :class:`SweepError` (or ConfigError) before any data loads, naming the option as the caller spells it
-    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``).
+    (``terms``: ``"cli"`` for ``--seeds``, ``"make"`` or ``"notebook"`` for ``SEEDS``). ``seeds``: a count N
+    (seeds 0..N-1) or a list; ``template_epochs``: for template runs when ``epochs`` is not given;
+    ``overrides``: any other config field, a list of values making a dimension (``{"lr": [0.05, 0.1]}``)."""
+    def say(name, value=None):   # an option as the caller writes it: --seeds 0 on the command line, else SEEDS=0
+        if terms == "cli":
+            return f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}")
+        return name.upper() + ("" if value is None else f"={value}")
 
-    ``models``: presets (``improved``, ``template``), a list or a string (``"improved template"``); likewise
-    ``poolings``. ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``epochs``: for every run (default:
-    each preset's); ``template_epochs``: for template runs when ``epochs`` is not given. ``overrides``: any
-    other config field, a list of values making a dimension of the product (``{"lr": [0.05, 0.1]}``)."""
-    say = lambda name, value=None: _spelled(terms, name, value)
     models, poolings = _names(models), _names(poolings)
     unknown = [m for m in models if m not in PRESETS and not is_own(m)]
     if unknown:
@@ -160,10 +146,11 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
     if empty:
         raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: nothing would run "
                          f"(the runs are the product of models x poolings x seeds)")
+    variants = _variants(overrides, say, terms)
     configs: dict[str, RunConfig] = {}
     for model in models:
         ep = epochs if epochs is not None else (template_epochs if model == "template" else None)
-        for variant in _variants(overrides, say, terms):
+        for variant in variants:
             for pooling in poolings:
                 for seed in seeds:
                     cfg = notebook_config(model, classes, pooling, seed, ep, variant,
@@ -205,11 +192,10 @@ def _planned(cfg: RunConfig) -> RunConfig:
 WORK_PREFIX = "cifarlab-run-"
 
 
-def _remove_stale_work(root=None) -> None:
+def _remove_stale_work() -> None:
     """Remove the temporary folders of runs whose process is gone (a worker killed mid-run cannot
     remove its own): ``cifarlab-run-<pid>-*`` whose pid no longer exists."""
-    root = Path(root or tempfile.gettempdir())
-    for d in root.glob(f"{WORK_PREFIX}*-*"):
+    for d in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
         pid = d.name[len(WORK_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists() and d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
@@ -254,38 +240,23 @@ def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None, backb
         if register(net, len(cfg_dict["classes"]), cfg_dict["pooling"], "cpu")[2] != cfg_dict["net"]:
             raise NetError(f"{cfg_dict['model']} on this worker is not the net the sweep planned (its file changed "
                            f"since, or differs on this node); run the sweep again")
+    import ray
     payload = execute_run(RunConfig.from_dict(cfg_dict), subset, data_dir, threads, backbone)
-    try:
-        import ray
-        payload["node"] = ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside Ray
-        pass
+    payload["node"] = ray.get_runtime_context().get_node_id()
     return payload
 
 
 def publish_record(out, cfg: RunConfig, payload: dict):
-    """Write a record that came back from a worker into ``out``, atomically, and return it as read back.
-
-    The files are written to a staging folder and read back with the records' own checks (complete,
-    config unchanged, the identity asked for) before one rename puts them in place. A diverged run goes
-    beside, never over, a complete record of the same identity (as :func:`records.write_record` does)."""
-    from .files import building, publish_dir, user_path
-    from .records import (
-        RECORD,
-        RECORD_MARKER,
-        RecordError,
-        check_record_target,
-        load_record,
-        record_target,
-    )
+    """Write a record that came back from a worker into ``out`` (checked by :func:`run_sweep`), atomically, and
+    return it as read back (how, and why: docs/sweeps.md, "Where records land")."""
+    from .files import building, publish_dir
+    from .records import RECORD, RECORD_MARKER, RecordError, load_record, record_target
 
     files = payload["files"]
     foreign = sorted(n for n in files if n not in RECORD.allowed)
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
-    out = user_path(out, "--out")
-    check_record_target(out, cfg)
     with building(out, cfg.run_name) as tmp:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
             (tmp / name).write_bytes(files[name])
@@ -308,13 +279,12 @@ def _cores() -> int:
 class LocalEngine:
     """One run after another in this process."""
 
-    def __init__(self, cpus_per_run=None, log=print):
+    def __init__(self, cpus_per_run=None):
         if cpus_per_run is not None and cpus_per_run > _cores():   # Ray refuses more than a node has: so do we
             raise SweepError(f"--cpus-per-run {cpus_per_run:g}, but this machine has {_cores()} cores available "
                              f"to this process: give at most {_cores()}")
         self.threads = None if cpus_per_run is None else max(1, int(cpus_per_run))
         self.workers = 1
-        self.log = log
 
     def describe(self) -> str:
         import torch
@@ -347,7 +317,6 @@ class LocalEngine:
 
 
 def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
@@ -367,20 +336,6 @@ def _split_address(address: str, option: str) -> tuple[str, int] | None:
         raise SweepError(f"{option} {address!r} is not a Ray cluster address: give HOST:PORT of its head node "
                          f"(e.g. 10.0.0.5:6379, what `ray start --head` prints), or 'auto'")
     return m.group(1).strip("[]"), int(m.group(2))
-
-
-def check_reachable(address: str, option: str = "--address", timeout: float = 3.0) -> None:
-    """Fail fast when nothing listens at ``address``: Ray itself retries for about 14 minutes."""
-    hp = _split_address(address, option)
-    if hp is None:
-        return
-    try:
-        socket.create_connection(hp, timeout=timeout).close()
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-        raise SweepError(f"no Ray cluster answers at {address} ({option}): {why}. Start its head node "
-                         f"(ray start --head) or fix the address; without an address, --engine ray starts a "
-                         f"local Ray on this machine") from None
 
 
 def import_ray(loopback: bool):
@@ -404,8 +359,7 @@ def import_ray(loopback: bool):
     try:
         import ray
     except ImportError:
-        raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
-                         f"or use --engine local") from None
+        raise SweepError(NO_RAY) from None
     return ray
 
 
@@ -429,38 +383,38 @@ class RayEngine:
     """Runs as Ray tasks: a local Ray started here, a cluster joined by address, or the Ray runtime this
     process already initialized."""
 
-    def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES, log=print):
-        env_address = os.environ.get("RAY_ADDRESS") or None
-        self.address = address or env_address
+    def __init__(self, address=None, cpus_per_run=None, gpus_per_run=None, retries=DEFAULT_RETRIES):
+        self.address = address or os.environ.get("RAY_ADDRESS")
         self.option = "--address" if address else "$RAY_ADDRESS"
-        if self.address:
-            hp = _split_address(self.address, self.option)
-            self.loopback = hp is None or _is_loopback(hp[0])
-        else:
-            self.loopback = True
+        # (host, port) of the cluster; None: a local Ray, or "auto"
+        self.hostport = _split_address(self.address, self.option) if self.address else None
+        self.loopback = self.hostport is None or _is_loopback(self.hostport[0])
         whole_or_fraction = gpus_per_run is not None and (gpus_per_run <= 1 or float(gpus_per_run).is_integer())
         if gpus_per_run is not None and not (gpus_per_run >= 0 and whole_or_fraction):
             raise SweepError(f"--gpus-per-run {gpus_per_run}: give a fraction of one GPU (0 to 1) or a whole number")
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
-        self.log = log
         self.ray = None
         self.owned = False          # whether this sweep called ray.init (and so calls ray.shutdown)
-        self.workers = 0
-        self.how = ""
         self._pending = []
 
     # -- start / connect -------------------------------------------------------------------------------
     def check(self) -> None:
-        """Before any data is loaded: Ray's socket paths short enough, Ray importable, the address answering."""
+        """Before any data is loaded: Ray's socket paths short enough, Ray importable, the address answering (a
+        plain TCP connect, to fail fast: Ray itself retries for about 14 minutes)."""
         if not self.address:
             _check_ray_tmpdir()
         self.ray = import_ray(self.loopback)
-        if self.address and not self.ray.is_initialized():
-            check_reachable(self.address, self.option)
+        if self.hostport and not self.ray.is_initialized():
+            try:
+                socket.create_connection(self.hostport, timeout=3).close()
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+                raise SweepError(f"no Ray cluster answers at {self.address} ({self.option}): {why}. Start its head "
+                                 f"node (ray start --head) or fix the address; without an address, --engine ray "
+                                 f"starts a local Ray on this machine") from None
 
     def start(self, configs) -> None:
-        ray = self.ray or import_ray(self.loopback)
-        self.ray = ray
+        ray = self.ray
         t0 = time.perf_counter()
         if ray.is_initialized():
             self.how = "the Ray runtime already initialized in this process"
@@ -493,8 +447,6 @@ class RayEngine:
         cpus = [r.get("CPU", 0.0) for r in nodes]
         gpus = [r.get("GPU", 0.0) for r in nodes]
         total_cpu, total_gpu = sum(cpus), sum(gpus)
-        if not total_cpu:
-            raise SweepError(f"{self.how} has no CPUs to run on")
         gpr = self.gpus_per_run
         if gpr is None:
             gpr = DEFAULT_GPU_SHARE if total_gpu else 0.0
@@ -504,7 +456,7 @@ class RayEngine:
         cpr = self.cpus_per_run
         if cpr is None:   # share the CPUs out, at least one per run; GPU runs need one CPU to feed them
             cpr = 1.0 if gpr else float(max(1, min(max(cpus), math.floor(total_cpu / max(1, n_runs)))))
-        if cpr > max(cpus):
+        if cpr > max(cpus):   # a cluster without CPUs included
             raise SweepError(f"--cpus-per-run {cpr:g}, but the largest node of {self.how} has {max(cpus):g} CPUs: "
                              f"no run could start")
         self.cpus, self.gpus, self.threads = cpr, gpr, max(1, int(cpr))
@@ -532,8 +484,7 @@ class RayEngine:
         by_ref = {}
         for cfg, subset, data_dir, backbone in jobs:
             net = portable(cfg.net) if cfg.net else None     # a student's net travels with its runs
-            by_ref[task.remote(cfg.to_dict(), subset, None if data_dir is None else str(data_dir), self.threads,
-                               net, backbone)] = cfg
+            by_ref[task.remote(cfg.to_dict(), subset, data_dir, self.threads, net, backbone)] = cfg
         self._pending = list(by_ref)
 
         def collect(ref):
@@ -544,12 +495,11 @@ class RayEngine:
                 cause = getattr(e, "cause", None)
                 msg = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).splitlines()[-1]
                 on_result(cfg, None, msg)
-                return
             except ray.exceptions.RayError as e:         # its worker or node died more often than retried
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 on_result(cfg, None, f"{type(e).__name__} after {1 + self.retries} attempt(s): {first}")
-                return
-            on_result(cfg, payload, None)
+            else:
+                on_result(cfg, payload, None)
 
         try:
             while self._pending:
@@ -566,8 +516,6 @@ class RayEngine:
 
     def stop(self) -> None:
         ray = self.ray
-        if ray is None:
-            return
         for ref in self._pending:
             try:
                 ray.cancel(ref, force=True)
@@ -608,9 +556,6 @@ class SweepResult:
         """run_ids whose records were already there."""
         return [run_id for run_id, rec in self.records.items() if rec.reused]
 
-    def runs_per_minute(self) -> float:
-        return 60 * len(self.trained) / self.seconds if self.seconds else float("nan")
-
     def comparisons(self) -> list:
         """One :class:`cifarlab.comparison.Comparison` per experiment of the sweep (all its records in
         ``out``), or the reason it has none (a string)."""
@@ -635,15 +580,15 @@ class SweepResult:
         div = f", {len(self.diverged)} diverged" if self.diverged else ""
         fail = f", {len(self.failed)} FAILED (no record)" if self.failed else ""
         stop = " - interrupted" if self.interrupted else ""
-        rate = f" ({self.runs_per_minute():.1f} runs/min)" if self.trained else ""
+        rate = f" ({60 * len(self.trained) / self.seconds:.1f} runs/min)" if self.trained else ""
         return (f"sweep {self.sweep.describe()}{stop}\n{len(self.trained)} trained in {self.seconds:.1f} s{rate} "
                 f"on {self.engine} ({self.workers} at a time), {len(self.reused)} reused{div}{fail}; records in "
                 f"{self.out}")
 
-    def report(self, comparisons=None) -> str:
+    def report(self) -> str:
         """Everything a person reads: per experiment its comparison, then (several subsets) the answer across them."""
         from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
-        comparisons = self.comparisons() if comparisons is None else comparisons
+        comparisons = self.comparisons()
         parts = [self.header()]
         for cfg_id, why in self.failed.items():
             cfg = next(c for c in self.sweep.configs if c.run_id == cfg_id)
@@ -683,12 +628,10 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
               worker_data_dir=None, progress: bool = True, log=None) -> SweepResult:
     """Run every run of ``sweep`` whose record is not in ``out`` yet (all of them with ``force``).
 
-    Everything that can be checked is checked first - the output folder and every record's place in
-    it, the data folder, the engine, Ray's address and resources - then each class subset is loaded
-    once, then runs are submitted. Returns a :class:`SweepResult` (``.report()`` for the comparisons);
-    a run that ends without a record is in ``.failed``; Ctrl-C raises KeyboardInterrupt after the
-    finished records are written and the rest cancelled."""
-    from .data import check_data_dir
+    Everything that can be checked is checked first, then each class subset is loaded once, then runs are
+    submitted. A run that ends without a record is in ``.failed`` of the :class:`SweepResult`; Ctrl-C raises
+    KeyboardInterrupt after the finished records are written and the rest cancelled."""
+    from .data import check_data_dir, subset_for
     from .files import check_writable_dir
     from .liveview import make_view
     from .pretrain import backbone_config, check_pretraining_data, get_backbone
@@ -701,24 +644,19 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         raise SweepError(f"--cpus-per-run {cpus_per_run}: give a finite number > 0 (at most the cores of a node)")
     if retries < 0:
         raise SweepError(f"--retries {retries}: give 0 or more")
-    if not len(sweep):
-        raise SweepError("the sweep has no runs")
     out = check_writable_dir(out, "--out")
     check_data_dir(data_dir)
     for cfg in sweep.configs:
         check_pretraining_data(cfg, data_dir)
-    if worker_data_dir is not None and engine == "local":
-        raise SweepError("--worker-data-dir is for --engine ray (workers that load the data from their own disk); "
-                         "locally use --data-dir")
     if engine == "local":
-        if address:
-            raise SweepError("--address joins a Ray cluster: it needs --engine ray")
-        if gpus_per_run:
-            raise SweepError("--gpus-per-run shares GPUs among Ray tasks: it needs --engine ray (the local engine "
-                             "runs one run at a time on the config's device)")
-        runner = LocalEngine(cpus_per_run, log)
+        for option, value in (("--address", address), ("--gpus-per-run", gpus_per_run),
+                              ("--worker-data-dir", worker_data_dir)):
+            if value:
+                raise SweepError(f"{option} is for Ray's workers (a cluster, shared GPUs, their own data): it needs "
+                                 f"--engine ray")
+        runner = LocalEngine(cpus_per_run)
     else:
-        runner = RayEngine(address, cpus_per_run, gpus_per_run, retries, log)
+        runner = RayEngine(address, cpus_per_run, gpus_per_run, retries)
 
     result = SweepResult(out, sweep, engine, 1)
     todo = []
@@ -733,7 +671,6 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         log(f"skipped {len(result.reused)} run(s) already recorded in {out} (same identity; --force retrains them)")
     if not todo:
         log("nothing to train")
-        result.records = {c.run_id: result.records[c.run_id] for c in sweep.configs}
         return result
     if engine == "ray":
         ray_module = sys.modules.get("ray")
@@ -743,10 +680,9 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
             # importing Ray alone) costs more than it can give, and the run computes the same numbers here.
             import importlib.util
             if importlib.util.find_spec("ray") is None:
-                raise SweepError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL_HINT}; "
-                                 f"or use --engine local")
+                raise SweepError(NO_RAY)
             log("one run to do: it trains in this process (starting a local Ray for it would only add time)")
-            runner = LocalEngine(cpus_per_run, log)
+            runner = LocalEngine(cpus_per_run)
         else:
             runner.check()          # before any data is loaded: Ray importable, the address answering
 
@@ -757,29 +693,21 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         runner.start(todo)
         result.workers = runner.workers
         log(runner.describe())
-        # each class subset once, in the driver (unless workers load their own)
-        subsets = {}
-        if worker_data_dir is None:
-            from .data import subset_for
-            todo_ids = {c.run_id for c in todo}
-            for exp_id, cfgs in sweep.experiments().items():
-                if any(c.run_id in todo_ids for c in cfgs):
-                    subsets[exp_id] = runner.put(subset_for(cfgs[0], data_dir, verbose=False))
-        # each pretrained backbone once, made here first (or read from out/backbones), then shipped to its runs
-        backbones = {}
+        # each class subset loaded once, in the driver (unless workers load their own), and each pretrained
+        # backbone made once here (or read from out/backbones), then shipped to their runs
+        subsets, backbones, jobs = {}, {}, []
         for c in todo:
+            if worker_data_dir is None and c.experiment_id not in subsets:
+                subsets[c.experiment_id] = runner.put(subset_for(c, data_dir, verbose=False))
             key = backbone_config(c).run_id if c.pretrain_epochs else None
             if key and key not in backbones:
                 backbones[key] = runner.put(get_backbone(c, out, data_dir, make_view("quiet"), log))
-        jobs = [(c, subsets.get(c.experiment_id), worker_data_dir,
-                 backbones.get(backbone_config(c).run_id) if c.pretrain_epochs else None) for c in todo]
+            jobs.append((c, subsets.get(c.experiment_id), worker_data_dir, backbones.get(key)))
         bar = tqdm(total=len(sweep), initial=len(result.reused), desc="sweep", unit="run", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         say = bar.write if progress else log
-        done = [len(result.reused)]
 
         def on_result(cfg, payload, error):
-            done[0] += 1
             if error is None:
                 try:
                     rec = publish_record(out, cfg, payload)
@@ -790,7 +718,8 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
                     result.runs[cfg.run_id] = {k: v for k, v in payload.items() if k != "files"}
             if error is not None:
                 result.failed[cfg.run_id] = error
-            say(_line(done[0], len(sweep), cfg, payload, error, result.records.get(cfg.run_id)))
+            n_done = len(result.records) + len(result.failed)      # reused ones included
+            say(_line(n_done, len(sweep), cfg, payload, error, result.records.get(cfg.run_id)))
             bar.update(1)
 
         runner.execute(jobs, on_result)

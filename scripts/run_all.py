@@ -1,20 +1,12 @@
-"""Run the whole notebook suite with papermill: what ``make run-all`` calls.
+"""Run the whole notebook suite with papermill: what ``make run-all`` calls (steps, options: docs/cli.md).
 
     python scripts/run_all.py --out out --classes "apple otter pickup_truck" --seeds 2
 
-0. ``00_pick_classes.ipynb``: prints the selection (no widget front end under papermill);
-1. ``01_train.ipynb`` once per (model, pooling, seed) - one configuration per notebook, so each has its
-   own executed notebook (by hand, one 01_train runs the whole grid): the improved net for the three pooling
-   tactics, and the template net as the baseline - skipped when a complete record of exactly
-   that run is already in ``<out>/runs`` (``--force`` retrains);
-2. ``02_compare.ipynb`` on this experiment's records: tables, choice, ``best/`` with ONNX;
-3. ``03_reload.ipynb`` in its own fresh kernel: reload ``best/`` and reproduce the numbers.
-
-Records of every experiment share ``<out>/runs`` (each knows its experiment); each experiment
-(its classes and split) gets its own ``<out>/<experiment>/`` with the executed notebooks and
-``best/``, so a second run with other classes adds a comparison beside the first. Interrupted
-(Ctrl-C, a killed kernel), a rerun picks up where it stopped. A failing cell stops the suite
-with a non-zero exit; the executed notebook, error included, is kept.
+00_pick_classes, then 01_train once per (model, pooling, seed) - each run its own executed notebook,
+skipped when its record is already in ``<out>/runs`` (``--force`` retrains) - then 02_compare, then
+03_reload in a fresh kernel. Records of every experiment share ``<out>/runs``; each experiment gets its
+own ``<out>/<experiment>/`` with the executed notebooks and ``best/``. Interrupted, a rerun picks up where
+it stopped; a failing cell stops the suite with a non-zero exit, its executed notebook kept.
 """
 from __future__ import annotations
 
@@ -25,12 +17,6 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def _classes(text: str) -> list:
-    """'0 55 58' -> [0, 55, 58]; 'apple otter' -> ['apple', 'otter'] (names or superclasses)."""
-    parts = text.replace(",", " ").split()
-    return [int(p) if p.isdigit() else p for p in parts]
 
 
 def main(argv=None) -> int:
@@ -58,7 +44,8 @@ def main(argv=None) -> int:
     from cifarlab.records import reusable_record
     from cifarlab.sweep import plan_runs
 
-    classes = _classes(args.classes)
+    # '0 55 58' -> [0, 55, 58]; 'apple otter' -> ['apple', 'otter'] (names or superclasses)
+    classes = [int(p) if p.isdigit() else p for p in args.classes.replace(",", " ").split()]
     # Every run's config, checked before anything runs: a bad parameter costs a second, not a suite.
     try:
         force = coerce("FORCE", args.force, bool)

@@ -71,7 +71,7 @@ BAD = [
     ("01_train", {"OVERRIDES": [("lr", 1)]}, "OVERRIDES=[('lr', 1)] is not allowed"),
     ("01_train", {"OVERRIDES": {"lr": -1}}, "OVERRIDES={'lr': -1}: lr=-1.0 is not allowed"),
     ("01_train", {"OVERRIDES": {"lrr": 0.1}}, "'lrr' (did you mean 'lr'?)"),
-    ("01_train", {"OVERRIDES": {"seed": 3}}, "OVERRIDES sets seed: set it with the notebook's own parameter SEEDS"),
+    ("01_train", {"OVERRIDES": {"seed": 3}}, "OVERRIDES={'seed': 3}: set seed with SEEDS, not as a recipe override"),
     ("01_train", {"EPOCH": 3, "POOLNG": "avg"},
      "01_train has no parameter EPOCH (did you mean EPOCHS?), POOLNG (did you mean POOLINGS?)"),
     ("00_pick_classes", {"CLASS": [1, 2]}, "00_pick_classes has no parameter CLASS (did you mean CLASSES?)"),
