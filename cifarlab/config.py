@@ -1,20 +1,10 @@
 """One frozen config drives a run: from a notebook's parameters cell or the command line,
 through the engine, into the run's record on disk (``config.json``).
 
-It reads top down: :class:`RunConfig` - its fields, each with a default, then its identity; the
-presets, named sets of overrides (``template``: the course's recipe verbatim; ``improved``: the
-better net and recipe), and :func:`make_config` / :func:`notebook_config`, the only ways a config
-is made; then the checks.
-
-Identity. A run *is* its config minus the fields that only say where it runs and how it is
-shown (:data:`RUNTIME_FIELDS`): two runs with the same identity compute the same numbers
-(on the same device), so a record with that identity can be reused instead of retrained.
-
-* a **run** - the whole identity (``run_id``);
-* a **configuration** - the identity minus the seed (``config_id``): what a comparison row
-  averages over seeds;
-* an **experiment** - the data: classes, validation fraction and split seed
-  (``experiment_id``): what one comparison covers.
+It reads top down: :class:`RunConfig` - its fields, each with a default, then its identity (what
+makes two runs the same run, configuration or experiment: docs/statistics.md); the presets, named
+sets of overrides; :func:`make_config` / :func:`notebook_config`, the only ways a config is made;
+then the checks.
 
 Checks. Values are checked - and coerced where unambiguous, since papermill, YAML and JSON hand
 over strings ("10" -> 10, "false" -> False) - when the config is made, before any data loads; an
@@ -105,14 +95,17 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
+        """The run: two runs with the same identity compute the same numbers, so its record is reused."""
         return _digest(self.identity())
 
     @property
     def config_id(self) -> str:
+        """The configuration: the identity minus the seed, what a comparison row averages over seeds."""
         return _digest({k: v for k, v in self.identity().items() if k != "seed"})
 
     @property
     def experiment_id(self) -> str:
+        """The experiment: the data (classes, validation fraction, split seed), what one comparison covers."""
         return _digest({k: self.to_dict()[k] for k in EXPERIMENT_FIELDS})
 
     @property
@@ -271,20 +264,13 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
 
 
 def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
-    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
-    other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError(f"OVERRIDES={overrides!r} is not allowed: expected a mapping of config fields to values, "
-                          f"e.g. {{\"lr\": 0.05}}")
-    overrides = dict(overrides or {})
+    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` a mapping of
+    any other field, refused by the planner when it sets a field the parameters set): what the notebook trains
+    and what ``make run-all`` checks for an existing record."""
     named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
-    twice = sorted(k for k in overrides if k in named and named[k] is not None)
-    if twice:
-        raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
-                          f"set each in one place")
     # your own net (a class, or FILE.py:CLASS) trains with the improved recipe; make_config takes any preset
     preset, named["model"] = ("improved", model) if is_own(model) else (model, None)
-    return make_config(preset, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
+    return make_config(preset, **{**(overrides or {}), **{k: v for k, v in named.items() if v is not None}})
 
 
 # --- checking and coercing values ------------------------------------------------------------
@@ -369,6 +355,7 @@ RANGES = {
                      "a whole number from 0 to 31 (reflect padding must be smaller than the 32-pixel image)"),
     "seed": (_in(0, _MAX_SEED), "a whole number >= 0"),
     "plot_every": (lambda v: v is None or v >= 1, "a whole number >= 1, or None for about 25 redraws a run"),
+    "device": (_DEVICE_RE.match, "one of auto, cpu, cuda, cuda:N, mps"),
 }
 
 
@@ -378,8 +365,6 @@ def _validated(cfg: RunConfig) -> dict:
     for f in fields(RunConfig):
         value = getattr(cfg, f.name)
         if f.name == "classes":
-            if value is None:
-                raise ConfigError("classes=None is not allowed: give at least two class ids, names or a superclass")
             try:
                 value = select_classes(value).ids
             except ValueError as e:
@@ -404,9 +389,6 @@ def _validated(cfg: RunConfig) -> dict:
         if f.name in RANGES and not RANGES[f.name][0](value):
             raise ConfigError(f"{f.name}={value!r} is not allowed: expected {RANGES[f.name][1]}")
         out[f.name] = value
-    if not _DEVICE_RE.match(out["device"]):
-        raise ConfigError(f"device={out['device']!r} is not allowed: device must be one of auto, cpu, cuda, "
-                          f"cuda:N, mps")
     # rules between fields
     if out["select"] == "best" and out["val_fraction"] == 0:
         raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")
@@ -429,6 +411,3 @@ def _check_known(d: dict) -> None:
         hints = "; ".join(f"{u!r} (did you mean {c[0]!r}?)" if c else repr(u) for u, c in close.items())
         raise ConfigError(f"unknown config field(s) {hints}; known fields: {', '.join(sorted(known))}")
 
-
-__all__ = ["RunConfig", "make_config", "notebook_config", "coerce", "PRESETS", "ConfigError", "MODELS", "POOLINGS",
-           "PRECISIONS", "RUNTIME_FIELDS"]

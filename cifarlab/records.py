@@ -1,19 +1,6 @@
-"""Run records: one folder per run, everything needed to compare and reproduce runs later.
-
-    <out>/<run_name>/                 e.g. improved_max_seed0_c0-55-58_3f2a9c1d (see RunConfig.run_name)
-        config.json          the RunConfig, every field
-        metrics.json         final numbers (see cifarlab.evaluation), status, and the run's identity:
-                             run_id, config_id, experiment_id, experiment (in words)
-        history.json         per-epoch train (mean, 25/75%) and validation loss/accuracy
-        model.pt             state_dict only (loads with weights_only=True)
-        model.pt2, net.py    your own net only: the trained net as a torch.export program (reloads without
-                             your class) and the class's source, for a person to read
-        curves.png           the two-panel training figure
-        report_train.txt     classification_report (digits=4) on the training images
-        report_test.txt      the same on the test set
-        confusion.png        test-set confusion matrix
-        test_predictions.npz test logits (computed on the CPU in fp32), predicted and true labels
-        val_predictions.npz  the same for the validation split: what the choice rule pairs on
+"""Run records: one folder per run (``<out>/<run_name>/``), everything needed to compare and reproduce runs
+later. Its files (:data:`RECORD_FILES`, and for your own net :data:`OWN_NET_FILES`) are described in
+docs/records.md.
 
 A folder's name carries a hash of the run's identity, so runs that differ in anything that can
 change their numbers never share a folder. A record is built in a hidden staging folder and
@@ -321,6 +308,3 @@ def reusable_record(out, cfg: RunConfig, force: bool = False, say=print):
     rec.reused = True
     return rec
 
-
-__all__ = ["Record", "RecordError", "IncompleteRecord", "find_records", "reusable_record", "load_record",
-           "write_record", "RECORD_FILES", "NEEDED"]
