@@ -14,7 +14,7 @@ from .config import ConfigError, RunConfig
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA if present, then Apple MPS, then CPU - unless a device is named."""
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    mps = torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     dev = torch.device(name)
@@ -60,14 +60,10 @@ def cpu_name() -> str:
 
 def device_summary(device: torch.device) -> str:
     """What a speed figure depends on: the processor or GPU, its bf16 support, threads, torch."""
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        what = f"GPU {torch.cuda.get_device_name(device)} (native bf16: {'yes' if native else 'no'})"
-    else:
-        flags = cpu_bf16_flags()
-        what = (f"CPU {cpu_name()}, {os.cpu_count()} cores, torch CPU capability "
-                f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(flags) if flags else 'no'}")
-    return f"{what}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    what = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU {cpu_name()}"
+    bf16 = resolve_precision("auto", device)[1].removeprefix("auto: ")
+    return (f"{what}, {os.cpu_count()} CPU cores; {bf16}; torch {torch.__version__} (CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:

@@ -126,14 +126,6 @@ def class_source(cls: type) -> str:
 
 
 # --- building and checking ---------------------------------------------------------------------------
-def _takes(cls: type, name: str) -> bool:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _kwargs(net: Net, num_classes: int, pooling: str) -> dict:
     return {"num_classes": num_classes, **({"pooling": pooling} if net.takes_pooling else {})}
 
@@ -150,13 +142,6 @@ def instantiate(net: Net, num_classes: int, pooling: str):
                        f"argument", e) from e
 
 
-def _structure(module) -> dict:
-    """What the net is, whatever its source: parameter and buffer names and shapes, and the module tree."""
-    return {"parameters": [[n, list(p.shape)] for n, p in module.named_parameters()],
-            "buffers": [[n, list(b.shape)] for n, b in module.named_buffers()],
-            "modules": repr(module)}
-
-
 def register(model, num_classes: int, pooling: str, device: str = "auto") -> tuple[str, str, str]:
     """Check the student's net (a class or ``FILE.py:CLASS``) for ``num_classes`` and ``pooling`` and
     remember it; returns (class name, the pooling it runs with, its fingerprint) for the config."""
@@ -167,16 +152,25 @@ def register(model, num_classes: int, pooling: str, device: str = "auto") -> tup
                        f"(self, num_classes, ...) and forward(self, x), and pass the class itself (not an instance)")
     if cls.__name__.lower() in ("template", "improved"):
         raise NetError(f"your net's class is called {cls.__name__!r}, the name of a shipped net: rename it")
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_pooling = "pooling" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     file = inspect.getsourcefile(cls) if spec else None
     net = Net(cls, f"{Path(file).resolve()}:{cls.__name__}" if file else cls.__name__, class_source(cls),
-              _takes(cls, "pooling"))
+              takes_pooling)
     if not net.takes_pooling:
         pooling = OWN_POOLING
     elif pooling == OWN_POOLING:
         raise NetError(f"{cls.__name__} takes a pooling argument: give pooling stride, max or avg")
     check_fits(net, num_classes, pooling, device)
     module = instantiate(net, num_classes, pooling)
-    fingerprint = hashlib.sha256(json.dumps({"name": cls.__name__, "source": net.source, **_structure(module)},
+    # what the net is, whatever its source: parameter and buffer names and shapes, and the module tree
+    structure = {"parameters": [[n, list(p.shape)] for n, p in module.named_parameters()],
+                 "buffers": [[n, list(b.shape)] for n, b in module.named_buffers()],
+                 "modules": repr(module)}
+    fingerprint = hashlib.sha256(json.dumps({"name": cls.__name__, "source": net.source, **structure},
                                             sort_keys=True).encode()).hexdigest()[:12]
     if fingerprint not in _CHECKED:
         check_forward(module, num_classes)
@@ -252,9 +246,7 @@ def portable(fingerprint: str):
 
 def source_text(fingerprint: str) -> str:
     """What a record keeps for a person to read: where the net came from and its source."""
-    net = _REGISTRY.get(fingerprint)
-    if net is None:
-        return ""
+    net = _REGISTRY[fingerprint]   # a trained net was built from the registry (models.build_model)
     return (f"# {net.cls.__name__} (fingerprint {fingerprint}) from {net.spec}\n"
             + (net.source or "# its source was not visible to Python\n"))
 
@@ -273,9 +265,6 @@ def load_exported(path):
     """Load ``model.pt2`` without running anything from the file: every pickled piece in it must load with
     ``weights_only=True`` (torch.export.load itself would fall back to full unpickling), the graph is JSON."""
     import torch
-    path = Path(path)
-    if not path.is_file():
-        raise NetError(f"{path} does not exist; train the run again (a record of your own net keeps model.pt2)")
     try:
         with zipfile.ZipFile(path) as z:
             for name in z.namelist():
@@ -294,11 +283,8 @@ _HIDDEN = (str(Path(__file__).resolve().parent), str(Path(inspect.getfile(zipfil
 
 def _students_frames(e: BaseException) -> BaseException:
     """``e`` with its traceback cut down to frames outside cifarlab and torch: the student's cell or file."""
-    try:
-        import torch
-        hidden = _HIDDEN + (str(Path(torch.__file__).resolve().parent),)
-    except ImportError:
-        hidden = _HIDDEN
+    import torch
+    hidden = _HIDDEN + (str(Path(torch.__file__).resolve().parent),)
     frames = []
     tb = e.__traceback__
     while tb is not None:
