@@ -114,8 +114,6 @@ class ClassSelection:
 
 def _split_spec(spec) -> list:
     """Accept "apple,otter 58", ["apple", 55], (0, 55) or a single id/name."""
-    if isinstance(spec, ClassSelection):
-        return list(spec.ids)
     if isinstance(spec, (int,)) and not isinstance(spec, bool):
         return [spec]
     if isinstance(spec, str) and spec.strip().startswith("[") and spec.strip().endswith("]"):

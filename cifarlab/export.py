@@ -75,16 +75,15 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def export_onnx(model: nn.Module, path) -> Path:
-    """Export to a single ONNX file with a dynamic batch axis: uint8 [N, 32, 32, 3] -> logits [N, k]."""
+    """Export to a single ONNX file with a dynamic batch axis: uint8 [N, 32, 32, 3] -> logits [N, k]. Written in
+    place: its callers write into a staging or temporary folder."""
     path = Path(path)
     model = model.eval().cpu()
     example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
-    tmp = path.with_name(path.name + ".tmp")
     with contextlib.redirect_stdout(io.StringIO()):   # the exporter's progress lines
-        torch.onnx.export(model, (example,), str(tmp), dynamo=True, opset_version=ONNX_OPSET, external_data=False,
+        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=ONNX_OPSET, external_data=False,
                           input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
                           dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
-    tmp.replace(path)
     return path
 
 

@@ -1,12 +1,6 @@
 """Run records: one folder per run (``<out>/<run_name>/``), everything needed to compare and reproduce runs
-later. Its files (:data:`RECORD_FILES`, and for your own net :data:`OWN_NET_FILES`) are described in
-docs/records.md.
-
-A folder's name carries a hash of the run's identity, so runs that differ in anything that can
-change their numbers never share a folder. A record is built in a hidden staging folder and
-moved into place in one rename (``metrics.json`` is written last): a crash never leaves a half
-record, and a reader never sees one. A record is replaced only by a complete run of the same
-identity (``--force``); a diverged run never replaces a complete one - it is written beside it.
+later. Its files (:data:`RECORD_FILES`, and for your own net :data:`OWN_NET_FILES`), how it is named, staged
+and replaced (never by a diverged run): docs/records.md and docs/statistics.md.
 
 A record is *complete* when every file its readers need (:data:`NEEDED`) is there and readable,
 decided once (:func:`load_record`) for resume, compare, sweeps and reload; an incomplete one is listed
@@ -205,25 +199,23 @@ def load_record(path) -> Record:
     fix = f"Restore it, or delete {path} and train that run again."
     incomplete = lambda what: IncompleteRecord(f"{path} is an incomplete run record ({what}): never reused or "
                                                f"compared; its run is trained again (or: --force, make FORCE=1)")
-    if not (path / RECORD_MARKER).is_file():
-        raise incomplete(f"{RECORD_MARKER} missing")
-    texts = {}
-    for name in (RECORD_MARKER, "history.json", "config.json"):
+
+    def read(name):
         try:
-            text = (path / name).read_text()
-            texts[name] = text if name == "config.json" else json.loads(text)
-            if name == RECORD_MARKER:   # its status says which files the record needs
-                status = texts[name].get("status") if isinstance(texts[name], dict) else None
-                missing = _unreadable(path, NEEDED.get(status, RECORD_FILES))
-                if missing:
-                    raise incomplete(", ".join(missing))
+            return json.loads((path / name).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:   # as good as missing
             raise incomplete(f"{name} unreadable: {e}") from None
-    metrics, history, config_text = texts[RECORD_MARKER], texts["history.json"], texts["config.json"]
+
+    if not (path / RECORD_MARKER).is_file():
+        raise incomplete(f"{RECORD_MARKER} missing")
+    metrics = read(RECORD_MARKER)
+    status = metrics.get("status") if isinstance(metrics, dict) else None   # it says which files are needed
+    missing = _unreadable(path, NEEDED.get(status, RECORD_FILES))
+    if missing:
+        raise incomplete(", ".join(missing))
+    history, config_dict = read("history.json"), read("config.json")
     try:
-        config = RunConfig.from_dict(json.loads(config_text))
-    except json.JSONDecodeError as e:
-        raise incomplete(f"config.json unreadable: {e}") from None
+        config = RunConfig.from_dict(config_dict)
     except (ConfigError, TypeError) as e:
         raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
     missing = _unreadable(path, OWN_NET_FILES) if config.net and status == "ok" else []
