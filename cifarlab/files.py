@@ -1,20 +1,14 @@
-"""Writing to disk without ever losing what is there: the one place that does file-system safety.
+"""Writing to disk without ever losing what is there: the one place that does file-system safety, for the
+data, the run records, the backbones and ``best/`` alike (what each may replace: docs/records.md).
 
-Three rules, used by the data layer, the run records and the ``best/`` folder alike:
-
-* A folder is built in a hidden staging folder beside its target and moved into place by a
-  rename (:func:`building`, :func:`publish_dir`): a crash never leaves a half folder that
-  looks complete.
-* A folder is replaced only when it is this project's own output of the same kind, recognised
-  by its marker (:class:`Owned`, :func:`check_replaceable`); anything else there - a user's folder, a runs folder, a
-  file - is refused with :class:`OutputError`, and nothing is touched.
-* Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo
-  in ``--out`` costs a second, not a trained model. Every path a user gives goes through
-  :func:`user_path` first (``~`` expanded, made absolute): what is checked is what is used and printed.
-
-A write that fails for a reason outside cifarlab (disk full, quota, read-only, name too long) is one
-:class:`WriteError` naming the path (:func:`building`); replacing a folder holds a lock on its parent
-(:func:`locked`), so concurrent cifarlab processes never see a gap.
+* A folder is built in a hidden staging folder (:func:`building`) and moved into place by a rename
+  (:func:`publish_dir`) under a lock on its parent (:func:`locked`): a crash never leaves a half folder
+  that looks complete, and no cifarlab process sees a gap.
+* A folder is replaced only when it is this project's own output of the same kind, recognised by its
+  marker (:class:`Owned`, :func:`check_replaceable`); anything else there is refused, and nothing is touched.
+* Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo in
+  ``--out`` costs a second, not a trained model; every path a user gives goes through :func:`user_path`
+  first: what is checked is what is used and printed.
 """
 from __future__ import annotations
 

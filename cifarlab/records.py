@@ -77,18 +77,17 @@ def record_path(out, cfg: RunConfig) -> Path:
 
 
 def check_record_target(out, cfg: RunConfig) -> None:
-    """Before training: refuse early when ``out/<run_name>`` is something this project did not write. Read under
-    the runs folder's shared lock: another process replacing that record meanwhile is never half seen."""
-    with locked(Path(out), shared=True):
-        check_replaceable(record_path(out, cfg), RECORD)
+    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
+    record_target(out, cfg, ok=True)
 
 
 def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     """Where a record of ``cfg`` goes: ``out/<run_name>``, except that a diverged run (``ok`` False) goes to
     ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
-    one is never replaced by a failed one. Refused when the place holds something this project did not write."""
+    one is never replaced by a failed one. Refused when the place holds something this project did not write.
+    Read under the runs folder's shared lock: another process replacing that record meanwhile is never half seen."""
     target = record_path(out, cfg)
-    with locked(Path(out), shared=True):    # as check_record_target
+    with locked(Path(out), shared=True):
         if not ok and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
             target = target.with_name(target.name + DIVERGED_SUFFIX)
         check_replaceable(target, RECORD)
