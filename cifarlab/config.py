@@ -26,15 +26,11 @@ from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, select_classes, 
 from .errors import CifarlabError
 from .ownnet import OWN_POOLING, is_own
 
-MODELS = ("template", "improved")
 POOLINGS = ("stride", "max", "avg")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "onecycle", "cosine")
-AUGMENTS = ("none", "flip", "crop+flip")
-SELECTS = ("last", "best")
-PRECISIONS = ("auto", "fp32", "bf16")
-CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-           "augment": AUGMENTS, "select": SELECTS, "precision": PRECISIONS}
+# The fields that take one of a few words, and those words.
+CHOICES = {"model": ("template", "improved"), "pooling": POOLINGS, "optimizer": ("sgd", "adamw"),
+           "schedule": ("constant", "onecycle", "cosine"), "augment": ("none", "flip", "crop+flip"),
+           "select": ("last", "best"), "precision": ("auto", "fp32", "bf16")}
 
 # Fields added after records were first written: absent from a config (its record, its identity) while at
 # their default, so every record written before them keeps its name, identity and checksum.

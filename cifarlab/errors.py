@@ -24,10 +24,7 @@ def short_errors() -> None:
     """In IPython/Jupyter: show :class:`CifarlabError` as its one-line message, not a traceback.
 
     The cell still fails (papermill still stops the suite); only the noise goes."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
+    from IPython import get_ipython  # a dependency (ipykernel, ipywidgets)
     shell = get_ipython()
     if shell is None:
         return

@@ -74,13 +74,11 @@ def write_json(path, obj) -> None:
     Path(path).write_text(json.dumps(clean_json(obj), indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path, what: str = "file", error: type = OutputError):
-    """Read a JSON file; a missing or unreadable one is an error (of type ``error``) that names the file."""
+def read_json(path, what: str, error: type):
+    """Read a JSON file its callers found there; an unreadable one is an ``error`` that names the file."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path} is missing; this {what} is incomplete. Create it again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e}); this {what} was damaged or edited by hand. "
                           f"Restore it, or delete {path.parent} and create it again.") from None
