@@ -7,12 +7,6 @@ ONNX on torch >= 2.9: the exporter is dynamo-based. Opset 9 is refused and down-
 is unreliable, so we export at opset 18; the batch axis is dynamic only with
 ``dynamic_shapes``; ``external_data=False`` keeps the weights inside the one file (no
 ``.onnx.data`` side file); ``onnxscript`` must be installed (a dependency of this package).
-
-Reloading across devices: the recorded test logits were computed on a CPU in fp32 at the end
-of training (see cifarlab.evaluation), so a reload anywhere recomputes them up to float
-rounding - different CPU kernels (AVX2 vs AVX-512) or onnxruntime instead of PyTorch move a
-logit by ~1e-6. The check allows :data:`RELOAD_ATOL` and asks every prediction to agree,
-except where the recorded top two logits are closer than that (a tie may flip either way).
 """
 from __future__ import annotations
 
@@ -46,7 +40,8 @@ ONNX_OPSET = 18
 ONNX_INPUT, ONNX_OUTPUT = "pixels", "logits"
 # float32 logits of the same graph computed by two runtimes differ by rounding only.
 ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
-# A reload on another machine (other CPU kernels, or the GPU that trained) vs the recorded CPU logits.
+# A reload on another machine (other CPU kernels, or the GPU that trained) vs the recorded CPU logits
+# (docs/statistics.md, "Reload anywhere").
 RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
@@ -265,7 +260,7 @@ def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cp
         raise ExportError(f"reloading {folder}: the test set here has {len(y)} images, the recorded one "
                           f"{len(rec_true)} - other classes or other data than the run was scored on")
     top2 = np.sort(rec_logits, 1)[:, -2:]   # a config has at least 2 classes
-    near_tie = (top2[:, 1] - top2[:, 0]) < 2 * RELOAD_ATOL
+    near_tie = (top2[:, 1] - top2[:, 0]) < 2 * RELOAD_ATOL   # rounding may flip such a prediction either way
     out = {
         "n_test": int(len(y)),
         "trained_on": recorded.get("device", "?"), "reloaded_on": str(device),

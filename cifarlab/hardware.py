@@ -67,9 +67,8 @@ def device_summary(device: torch.device) -> str:
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively:
-    a CUDA GPU with bf16 units, a CPU with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower
-    (9x on an AVX2 CPU, measured), so ``auto`` means fp32 there; a forced ``bf16`` still runs."""
+    """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively, fp32
+    elsewhere (docs/performance.md, "bf16 where the hardware has it"); a forced ``bf16`` still runs."""
     if requested == "fp32":
         return "fp32", "fp32 as configured"
     if device.type == "cuda":
