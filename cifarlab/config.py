@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, fields
 
@@ -302,12 +301,6 @@ def coerce(name: str, value, typ):
     raise TypeError(typ)
 
 
-def _base_type(hint):
-    """``int | None`` -> ``int``; other hints as they are."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-
-
 def _in(lo, hi, lo_open=False, hi_open=False):
     def check(v):
         return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
@@ -355,8 +348,9 @@ def _validated(cfg: RunConfig) -> dict:
             if not isinstance(value, str) or not value.strip().isidentifier():
                 raise ConfigError(f"model={value!r} is not allowed: your own net's model is its class name")
             value = value.strip()
-        else:
-            value = coerce(f.name, value, _base_type(hints[f.name]))
+        else:   # ``int | None`` (plot_every, not None here) is coerced as an int
+            args = typing.get_args(hints[f.name])
+            value = coerce(f.name, value, args[0] if args else hints[f.name])
         if f.name == "net" and value and not re.fullmatch(r"[0-9a-f]{12}", value):
             raise ConfigError(f"net={value!r} is not allowed: it is the fingerprint cifarlab computes for your own "
                               f"net (make_config(model=MyNet) sets it)")

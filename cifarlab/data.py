@@ -121,14 +121,13 @@ def full_dataset_on_disk(data_dir=None) -> bool:
     return (root / FOLDER_NAME).is_dir() or (root / ARCHIVE_NAME).is_file()
 
 
-def check_data_dir(data_dir=None) -> Path:
+def check_data_dir(data_dir=None) -> None:
     """Before any work: the data folder must be a folder (or not exist yet: it is created)."""
     root = default_data_dir(data_dir)
     if root.exists() and not root.is_dir():
         what = "--data-dir" if data_dir else ("$CIFARLAB_DATA" if os.environ.get("CIFARLAB_DATA") else "the cache")
         raise DataDirError(f"{what} {root} is a file, not a folder: pass the folder that holds (or will hold) "
                            f"{FOLDER_NAME}/ or {ARCHIVE_NAME}")
-    return root
 
 
 def data_source(class_ids, data_dir=None) -> str:
@@ -256,15 +255,14 @@ def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1
     check_data_dir(data_dir)
     if data_source(selection.ids, data_dir) == "sample":
         s = load_sample()
-        tr = _select_rows(s["x_train"], s["y_train"], selection)
-        te = _select_rows(s["x_test"], s["y_test"], selection)
+        x_tr, y_tr = _select_rows(s["x_train"], s["y_train"], selection)
+        x_te, y_te = _select_rows(s["x_test"], s["y_test"], selection)
         source = f"the sample shipped with cifarlab ({SAMPLE_PATH.name}; same pixels as CIFAR-100, no download)"
     else:
         folder = ensure_dataset(data_dir, download=download, url=url, md5=md5)
-        tr = _select_rows(*read_split(folder, "train"), selection)
-        te = _select_rows(*read_split(folder, "test"), selection)
+        x_tr, y_tr = _select_rows(*read_split(folder, "train"), selection)
+        x_te, y_te = _select_rows(*read_split(folder, "test"), selection)
         source = str(folder)
-    (x_tr, y_tr), (x_te, y_te) = tr, te
     train_idx, val_idx = stratified_split(y_tr, val_fraction, split_seed)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
     subset = Subset(selection, t(x_tr[train_idx]), t(y_tr[train_idx]), t(x_tr[val_idx]), t(y_tr[val_idx]),
