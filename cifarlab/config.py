@@ -225,11 +225,9 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
     """A config from a preset (``template`` / ``improved`` / ``improved+pretrained``) with fields overridden.
 
     ``None`` values are ignored, so a notebook can pass its parameters through unchanged."""
-    base: dict = {}
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        base = dict(PRESETS[preset])
+    if preset and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = dict(PRESETS[preset]) if preset else {}
     _check_known(overrides)
     base.update({k: v for k, v in overrides.items() if v is not None})
     if not is_own(base.get("model")):

@@ -93,9 +93,8 @@ def download_archive(root: Path, url: str | None = None, md5: str | None = None)
             f"the download from {url} has md5 {got}, expected {md5}: it is truncated or not the right "
             f"file, and was deleted. Run again to retry; for a mirror with another checksum set "
             f"$CIFARLAB_MD5 (or pass md5=).")
-    final = root / ARCHIVE_NAME
-    os.replace(root / part, final)
-    return final
+    os.replace(root / part, root / ARCHIVE_NAME)
+    return root / ARCHIVE_NAME
 
 
 def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = None,
@@ -131,10 +130,8 @@ def check_data_dir(data_dir=None) -> None:
 
 
 def data_source(class_ids, data_dir=None) -> str:
-    """Where the pixels of these classes come from - decided here only:
-
-    ``"full"`` when the full dataset is on disk, else ``"sample"`` when every class is in the
-    sample shipped with the package, else ``"download"`` (the full dataset, fetched first)."""
+    """Where the pixels of these classes come from (``"download"``: the full dataset, fetched first); decided
+    here only."""
     if full_dataset_on_disk(data_dir):
         return "full"
     with np.load(SAMPLE_PATH) as z:
@@ -198,10 +195,8 @@ def load_sample() -> dict[str, np.ndarray]:
 
 @dataclass
 class Subset:
-    """The chosen classes in memory: uint8 NHWC images, int64 labels 0..k-1.
-
-    ``x_val``/``y_val`` are carved from the training images (stratified, seeded); the test
-    set is untouched and meant for one final evaluation per model."""
+    """The chosen classes in memory: uint8 NHWC images, int64 labels 0..k-1; validation is carved from the
+    training images (docs/records.md, "Validation split")."""
 
     classes: ClassSelection
     x_train: torch.Tensor

@@ -181,8 +181,7 @@ def onnx_latency(sess) -> dict:
 
 def check_best_target(folder) -> Path:
     """Before anything is compared or written: ``folder`` may be new, empty, or a previous best/ folder
-    (its marker present, nothing foreign in it). Anything else - a runs folder, a user's folder,
-    a file - is refused with an error that says what is there."""
+    (its marker present, nothing foreign in it); anything else is refused (:func:`check_replaceable`)."""
     folder = user_path(folder, "--best")
     check_writable_dir(folder.parent, "--best")
     check_replaceable(folder, BEST)
@@ -237,7 +236,7 @@ def load_best(folder, device="cpu") -> tuple[nn.Module, RunConfig, dict]:
 
 def verify_reload(folder, x_test: torch.Tensor, y_test: torch.Tensor, device="cpu", expected_classes=None) -> dict:
     """Recompute the test predictions from ``best/`` alone, with PyTorch and with onnxruntime, and
-    compare them with the recorded ones (see the module docstring for the tolerance). Raises
+    compare them with the recorded ones (within :data:`RELOAD_ATOL`). Raises
     ExportError when they do not match, or when ``best/`` holds another experiment's model."""
     folder = user_path(folder, "BEST")
     model, config, classes = load_best(folder, device)

@@ -14,18 +14,13 @@ shipped nets::
 
 What cifarlab does with it:
 
-* builds it as ``MyNet(num_classes=k)``, adding ``pooling=...`` when the constructor takes a
-  ``pooling`` argument (then the three tactics apply to it; without one it is a single
-  configuration, pooling ``own``), and puts the models' ``Normalize`` in front, so your net gets
-  what PyTorch tutorials give - float NCHW, normalized - while what is saved, exported and served
-  still takes raw uint8 NHWC pixels;
-* checks it before any data loads: it builds, its forward runs on a 2-image batch, and it returns
-  (N, k) finite logits. Your bug shows your own frames and one line saying what was expected;
-* fingerprints it - the class's source where Python can see it, its structure (parameter and
-  buffer names and shapes, the module tree) always - so a run's identity includes the net: two
-  different nets never share a record, and an edited class is a new configuration;
-* saves the trained net as a ``torch.export`` program (``model.pt2``) beside the weights, so a fresh
-  kernel reloads it without your class (:func:`load_exported` refuses any pickled object in it).
+* builds it as ``MyNet(num_classes=k)``, adding ``pooling=...`` when the constructor takes one (then the
+  three tactics apply to it; without one it is a single configuration, pooling ``own``), behind the models'
+  ``Normalize``: your net gets float NCHW, normalized, while what is saved and served takes raw uint8 NHWC;
+* checks it on a 2-image batch before any data loads (:func:`check_forward`): your bug shows your own frames;
+* fingerprints its source and structure into the run's identity: an edited class is a new configuration;
+* saves the trained net as a ``torch.export`` program (``model.pt2``): a fresh kernel reloads it without
+  your class (:func:`load_exported` refuses any pickled object in it).
 """
 from __future__ import annotations
 
