@@ -157,11 +157,8 @@ def _resolve_one(token) -> tuple[int, ...]:
 
 
 def select_classes(spec, min_classes: int = 2) -> ClassSelection:
-    """Turn ids / names / superclass names (or a mix) into a :class:`ClassSelection`.
-
-    Raises :class:`ClassSelectionError` for an unknown name (with the closest valid names),
-    an id outside 0..99, a class given twice (also via a superclass), or too few classes.
-    """
+    """Turn ids / names / superclass names (or a mix) into a :class:`ClassSelection`, or one
+    :class:`ClassSelectionError` saying what is wrong (for an unknown name: the closest valid names)."""
     tokens = _split_spec(spec)
     ids: list[int] = []
     for tok in tokens:

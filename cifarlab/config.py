@@ -119,14 +119,13 @@ class RunConfig:
     @property
     def experiment_name(self) -> str:
         """A readable, unique name of the experiment (its classes and split), usable as a folder name."""
-        ids = tuple(self.classes)
-        groups = [c for c in COARSE_NAMES if tuple(superclass_members(c)) == ids]
+        groups = [c for c in COARSE_NAMES if superclass_members(c) == self.classes]
         if groups:
             name = groups[0]
-        elif len(ids) <= 4:
-            name = "-".join(FINE_NAMES[i] for i in ids)
+        elif len(self.classes) <= 4:
+            name = "-".join(FINE_NAMES[i] for i in self.classes)
         else:
-            name = f"{len(ids)}-classes-{self.experiment_id[:6]}"
+            name = f"{len(self.classes)}-classes-{self.experiment_id[:6]}"
         if (self.val_fraction, self.split_seed) != (0.1, 0):
             name += f"_val{self.val_fraction:g}_split{self.split_seed}"
         return name

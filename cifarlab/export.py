@@ -89,7 +89,6 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7))
     import onnx
 
     ort = onnxruntime()
-    path = Path(path)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))

@@ -88,10 +88,8 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
 
 def resolve_config(cfg: RunConfig) -> tuple[RunConfig, str]:
     """The config as it will run here - ``precision="auto"`` resolved for this machine's device - and why.
-
-    Called where a run is planned (:func:`cifarlab.sweep.plan_runs`, :func:`cifarlab.experiment.run`), never
-    by the loop. A run's identity is what it computes, so a record says ``fp32`` or ``bf16``, never ``auto``:
-    an auto run on a bf16 GPU and one on an fp32-only CPU are two runs, never mistaken for each other."""
+    Called where a run is planned, never by the loop: a record says ``fp32`` or ``bf16``, never ``auto``, so an
+    auto run on a bf16 GPU and one on an fp32-only CPU are two runs (docs/statistics.md)."""
     device = pick_device(cfg.device)
     precision, why = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type not in ("cpu", "cuda"):

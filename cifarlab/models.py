@@ -233,16 +233,12 @@ def summary(model: nn.Module) -> str:
     x = torch.zeros(1, 32, 32, 3, dtype=torch.uint8, device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
-    hooks = []
+    names = {mod: name for name, mod in model.named_modules() if name and not list(mod.children())}   # the leaves
 
-    def hook(name):
-        def fn(mod, inp, out):
-            n = sum(p.numel() for p in mod.parameters(recurse=False))
-            lines.append(f"{name + ' ' + type(mod).__name__:44s} {str(tuple(out.shape)):>18s} {n:>9,d}")
-        return fn
-    for name, mod in model.named_modules():
-        if name and not list(mod.children()):
-            hooks.append(mod.register_forward_hook(hook(name)))
+    def hook(mod, inp, out):
+        n = sum(p.numel() for p in mod.parameters(recurse=False))
+        lines.append(f"{names[mod] + ' ' + type(mod).__name__:44s} {str(tuple(out.shape)):>18s} {n:>9,d}")
+    hooks = [mod.register_forward_hook(hook) for mod in names]
     with torch.no_grad():
         model(x)
     for h in hooks:

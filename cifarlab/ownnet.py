@@ -185,11 +185,9 @@ def check_forward(module, num_classes: int) -> None:
                        f"float images of shape (N, 3, 32, 32), normalized, and must return (N, {num_classes}) "
                        f"logits", e) from e
     want = f"a tensor of shape (2, {num_classes}): one logit per class for each of the 2 images"
-    if isinstance(out, (tuple, list, dict)):
-        raise NetError(f"{name}.forward returned a {type(out).__name__}; it must return {want} (return the logits "
-                       f"only)")
     if not isinstance(out, torch.Tensor):
-        raise NetError(f"{name}.forward returned {type(out).__name__}; it must return {want}")
+        raise NetError(f"{name}.forward returned a {type(out).__name__}; it must return {want}"
+                       + (" (return the logits only)" if isinstance(out, (tuple, list, dict)) else ""))
     if tuple(out.shape) != (2, num_classes):
         hint = (f" (the last layer should have out_features={num_classes}: use num_classes)" if out.dim() == 2
                 else " (flatten before the last layer)" if out.dim() > 2 else "")
