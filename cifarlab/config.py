@@ -1,20 +1,10 @@
 """One frozen config drives a run: from a notebook's parameters cell or the command line,
 through the engine, into the run's record on disk (``config.json``).
 
-It reads top down: :class:`RunConfig` - its fields, each with a default, then its identity; the
-presets, named sets of overrides (``template``: the course's recipe verbatim; ``improved``: the
-better net and recipe), and :func:`make_config` / :func:`notebook_config`, the only ways a config
-is made; then the checks.
-
-Identity. A run *is* its config minus the fields that only say where it runs and how it is
-shown (:data:`RUNTIME_FIELDS`): two runs with the same identity compute the same numbers
-(on the same device), so a record with that identity can be reused instead of retrained.
-
-* a **run** - the whole identity (``run_id``);
-* a **configuration** - the identity minus the seed (``config_id``): what a comparison row
-  averages over seeds;
-* an **experiment** - the data: classes, validation fraction and split seed
-  (``experiment_id``): what one comparison covers.
+It reads top down: :class:`RunConfig` - its fields, each with a default, then its identity (what
+makes two runs the same run, configuration or experiment: docs/statistics.md); the presets, named
+sets of overrides; :func:`make_config` / :func:`notebook_config`, the only ways a config is made;
+then the checks.
 
 Checks. Values are checked - and coerced where unambiguous, since papermill, YAML and JSON hand
 over strings ("10" -> 10, "false" -> False) - when the config is made, before any data loads; an
@@ -28,7 +18,6 @@ import hashlib
 import json
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, fields
 
@@ -36,15 +25,11 @@ from .classes import COARSE_NAMES, FINE_NAMES, TRAIN_PER_CLASS, select_classes, 
 from .errors import CifarlabError
 from .ownnet import OWN_POOLING, is_own
 
-MODELS = ("template", "improved")
 POOLINGS = ("stride", "max", "avg")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "onecycle", "cosine")
-AUGMENTS = ("none", "flip", "crop+flip")
-SELECTS = ("last", "best")
-PRECISIONS = ("auto", "fp32", "bf16")
-CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-           "augment": AUGMENTS, "select": SELECTS, "precision": PRECISIONS}
+# The fields that take one of a few words, and those words.
+CHOICES = {"model": ("template", "improved"), "pooling": POOLINGS, "optimizer": ("sgd", "adamw"),
+           "schedule": ("constant", "onecycle", "cosine"), "augment": ("none", "flip", "crop+flip"),
+           "select": ("last", "best"), "precision": ("auto", "fp32", "bf16")}
 
 # Fields added after records were first written: absent from a config (its record, its identity) while at
 # their default, so every record written before them keeps its name, identity and checksum.
@@ -105,14 +90,17 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
+        """The run: two runs with the same identity compute the same numbers, so its record is reused."""
         return _digest(self.identity())
 
     @property
     def config_id(self) -> str:
+        """The configuration: the identity minus the seed, what a comparison row averages over seeds."""
         return _digest({k: v for k, v in self.identity().items() if k != "seed"})
 
     @property
     def experiment_id(self) -> str:
+        """The experiment: the data (classes, validation fraction, split seed), what one comparison covers."""
         return _digest({k: self.to_dict()[k] for k in EXPERIMENT_FIELDS})
 
     @property
@@ -131,14 +119,13 @@ class RunConfig:
     @property
     def experiment_name(self) -> str:
         """A readable, unique name of the experiment (its classes and split), usable as a folder name."""
-        ids = tuple(self.classes)
-        groups = [c for c in COARSE_NAMES if tuple(superclass_members(c)) == ids]
+        groups = [c for c in COARSE_NAMES if superclass_members(c) == self.classes]
         if groups:
             name = groups[0]
-        elif len(ids) <= 4:
-            name = "-".join(FINE_NAMES[i] for i in ids)
+        elif len(self.classes) <= 4:
+            name = "-".join(FINE_NAMES[i] for i in self.classes)
         else:
-            name = f"{len(ids)}-classes-{self.experiment_id[:6]}"
+            name = f"{len(self.classes)}-classes-{self.experiment_id[:6]}"
         if (self.val_fraction, self.split_seed) != (0.1, 0):
             name += f"_val{self.val_fraction:g}_split{self.split_seed}"
         return name
@@ -152,18 +139,18 @@ class RunConfig:
 
     @property
     def configuration_label(self) -> str:
-        """The configuration in words: model and pooling, and how its recipe differs from its preset's."""
-        # your own net: its recipe described against the nearest preset
-        nearest = self.net_name if self.net_name in PRESETS else min(PRESETS, key=lambda p: sum(
-            getattr(self, k) != v for k, v in PRESETS[p].items() if k != "model"))
-        base = make_config(nearest)
-        # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
-        differs = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
-                   if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "net", "pooling")
-                   and getattr(self, f.name) != getattr(base, f.name)
-                   and not (f.name == "precision" and base.precision == "auto")]
+        """The configuration in words: model and pooling, and how its recipe differs from its preset's (your own
+        net: from the nearest preset's)."""
+        def differs(preset):
+            base = make_config(preset)
+            # A preset's precision "auto" is resolved (fp32 or bf16) before a run is recorded: either is the preset's.
+            return [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)
+                    if f.name not in EXPERIMENT_FIELDS + RUNTIME_FIELDS + ("seed", "model", "net", "pooling")
+                    and getattr(self, f.name) != getattr(base, f.name)
+                    and not (f.name == "precision" and base.precision == "auto")]
+        nearest = self.net_name if self.net_name in PRESETS else min(PRESETS, key=lambda p: len(differs(p)))
         same = f"{nearest} {'preset' if self.net_name in PRESETS else 'recipe'}"
-        return f"{self.net_name}/{self.pooling} ({', '.join(differs) if differs else same})"
+        return f"{self.net_name}/{self.pooling} ({', '.join(differs(nearest)) or same})"
 
     @property
     def title(self) -> str:
@@ -198,25 +185,9 @@ def _digest(obj) -> str:
 
 # --- presets -------------------------------------------------------------------------------------
 PRESETS: dict[str, dict] = {
-    # The course's recipe as written (Cifar100_CNN, SGD, 500 epochs, the last epoch kept).
-    "template": dict(
-        model="template",
-        hidden_size=32,
-        epochs=500,
-        batch_size=128,
-        optimizer="sgd",
-        lr=5e-3,
-        momentum=0.9,
-        nesterov=False,
-        weight_decay=0.0,
-        schedule="constant",
-        augment="none",
-        label_smoothing=0.0,
-        dropout=0.0,
-        tta_flip=False,
-        select="last",
-        precision="fp32",        # reproduces the course's numbers, so no bf16 here
-    ),
+    # The course's recipe as written (Cifar100_CNN, SGD at lr 5e-3, 500 epochs, the last epoch kept, fp32 to
+    # reproduce its numbers): RunConfig's defaults are that recipe.
+    "template": dict(model="template"),
     # The better net and recipe; each value chosen on validation splits (benchmarks/recipe_search.py).
     "improved": dict(
         model="improved",
@@ -253,11 +224,9 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
     """A config from a preset (``template`` / ``improved`` / ``improved+pretrained``) with fields overridden.
 
     ``None`` values are ignored, so a notebook can pass its parameters through unchanged."""
-    base: dict = {}
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        base = dict(PRESETS[preset])
+    if preset and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = dict(PRESETS[preset]) if preset else {}
     _check_known(overrides)
     base.update({k: v for k, v in overrides.items() if v is not None})
     if not is_own(base.get("model")):
@@ -271,20 +240,13 @@ def make_config(preset: str | None = None, **overrides) -> RunConfig:
 
 
 def notebook_config(model, classes, pooling, seed, epochs=None, overrides=None, **more) -> RunConfig:
-    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` any
-    other field): what the notebook trains and what ``make run-all`` checks for an existing record."""
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError(f"OVERRIDES={overrides!r} is not allowed: expected a mapping of config fields to values, "
-                          f"e.g. {{\"lr\": 0.05}}")
-    overrides = dict(overrides or {})
+    """The config of a training notebook's parameters (``MODEL`` is the preset, ``OVERRIDES`` a mapping of
+    any other field, refused by the planner when it sets a field the parameters set): what the notebook trains
+    and what ``make run-all`` checks for an existing record."""
     named = {"classes": classes, "pooling": pooling, "seed": seed, "epochs": epochs, **more}
-    twice = sorted(k for k in overrides if k in named and named[k] is not None)
-    if twice:
-        raise ConfigError(f"OVERRIDES sets {', '.join(twice)}, which the notebook's own parameters set too; "
-                          f"set each in one place")
     # your own net (a class, or FILE.py:CLASS) trains with the improved recipe; make_config takes any preset
     preset, named["model"] = ("improved", model) if is_own(model) else (model, None)
-    return make_config(preset, **{**overrides, **{k: v for k, v in named.items() if v is not None}})
+    return make_config(preset, **{**(overrides or {}), **{k: v for k, v in named.items() if v is not None}})
 
 
 # --- checking and coercing values ------------------------------------------------------------
@@ -336,12 +298,6 @@ def coerce(name: str, value, typ):
     raise TypeError(typ)
 
 
-def _base_type(hint):
-    """``int | None`` -> ``int``; other hints as they are."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-
-
 def _in(lo, hi, lo_open=False, hi_open=False):
     def check(v):
         return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
@@ -369,6 +325,7 @@ RANGES = {
                      "a whole number from 0 to 31 (reflect padding must be smaller than the 32-pixel image)"),
     "seed": (_in(0, _MAX_SEED), "a whole number >= 0"),
     "plot_every": (lambda v: v is None or v >= 1, "a whole number >= 1, or None for about 25 redraws a run"),
+    "device": (_DEVICE_RE.match, "one of auto, cpu, cuda, cuda:N, mps"),
 }
 
 
@@ -378,8 +335,6 @@ def _validated(cfg: RunConfig) -> dict:
     for f in fields(RunConfig):
         value = getattr(cfg, f.name)
         if f.name == "classes":
-            if value is None:
-                raise ConfigError("classes=None is not allowed: give at least two class ids, names or a superclass")
             try:
                 value = select_classes(value).ids
             except ValueError as e:
@@ -390,8 +345,9 @@ def _validated(cfg: RunConfig) -> dict:
             if not isinstance(value, str) or not value.strip().isidentifier():
                 raise ConfigError(f"model={value!r} is not allowed: your own net's model is its class name")
             value = value.strip()
-        else:
-            value = coerce(f.name, value, _base_type(hints[f.name]))
+        else:   # ``int | None`` (plot_every, not None here) is coerced as an int
+            args = typing.get_args(hints[f.name])
+            value = coerce(f.name, value, args[0] if args else hints[f.name])
         if f.name == "net" and value and not re.fullmatch(r"[0-9a-f]{12}", value):
             raise ConfigError(f"net={value!r} is not allowed: it is the fingerprint cifarlab computes for your own "
                               f"net (make_config(model=MyNet) sets it)")
@@ -404,9 +360,6 @@ def _validated(cfg: RunConfig) -> dict:
         if f.name in RANGES and not RANGES[f.name][0](value):
             raise ConfigError(f"{f.name}={value!r} is not allowed: expected {RANGES[f.name][1]}")
         out[f.name] = value
-    if not _DEVICE_RE.match(out["device"]):
-        raise ConfigError(f"device={out['device']!r} is not allowed: device must be one of auto, cpu, cuda, "
-                          f"cuda:N, mps")
     # rules between fields
     if out["select"] == "best" and out["val_fraction"] == 0:
         raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")
@@ -429,6 +382,3 @@ def _check_known(d: dict) -> None:
         hints = "; ".join(f"{u!r} (did you mean {c[0]!r}?)" if c else repr(u) for u, c in close.items())
         raise ConfigError(f"unknown config field(s) {hints}; known fields: {', '.join(sorted(known))}")
 
-
-__all__ = ["RunConfig", "make_config", "notebook_config", "coerce", "PRESETS", "ConfigError", "MODELS", "POOLINGS",
-           "PRECISIONS", "RUNTIME_FIELDS"]

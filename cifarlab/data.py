@@ -1,20 +1,8 @@
 """CIFAR-100 on disk and in memory: find or download it, verify it, pick classes, split.
 
-Where the data comes from, in order:
-
-1. ``<data_dir>/cifar-100-python/`` (the extracted official archive) - read it;
-2. ``<data_dir>/cifar-100-python.tar.gz`` - extract it, then read it;
-3. the sample shipped inside this package (all 500 train / 100 test images of the course
-   template's classes 0, 55, 58) - when every requested class is in it;
-4. otherwise download the official archive, verify its md5, extract, read.
-
-``data_dir`` is the explicit argument, else ``$CIFARLAB_DATA``, else a per-user cache
-(``$XDG_CACHE_HOME/cifarlab`` or ``~/.cache/cifarlab``). For a mirror, set the URL and md5
-with arguments or ``$CIFARLAB_URL`` / ``$CIFARLAB_MD5``.
-
-Images stay raw: uint8, NHWC (N, 32, 32, 3) - the contract of the course template, whose
-model normalizes inside, so an exported model takes raw pixels too. Labels are int64
-indices 0..k-1 in ascending fine-id order.
+Where the data comes from (the extracted folder, the archive, the shipped sample, a verified download)
+and which folder is the data folder: docs/records.md, "Data". Images stay raw uint8 NHWC, as in the
+course template; labels are int64 indices 0..k-1 in ascending fine-id order.
 """
 from __future__ import annotations
 
@@ -59,14 +47,6 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "cifarlab"
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _extract(archive: Path, root: Path) -> Path:
     """Extract into a temporary folder beside the target, then move into place, so an
     interrupted or failed extraction never leaves a half folder that looks complete."""
@@ -102,16 +82,19 @@ def download_archive(root: Path, url: str | None = None, md5: str | None = None)
             f"could not download CIFAR-100 from {url} ({type(e).__name__}: {e}). If you are offline, "
             f"put {ARCHIVE_NAME} or the extracted {FOLDER_NAME}/ folder in {root} "
             f"(or point $CIFARLAB_DATA at a folder holding it).") from e
-    got = md5sum(root / part)
+    h = hashlib.md5()
+    with open(root / part, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    got = h.hexdigest()
     if got != md5:
         (root / part).unlink(missing_ok=True)
         raise DataError(
             f"the download from {url} has md5 {got}, expected {md5}: it is truncated or not the right "
             f"file, and was deleted. Run again to retry; for a mirror with another checksum set "
             f"$CIFARLAB_MD5 (or pass md5=).")
-    final = root / ARCHIVE_NAME
-    os.replace(root / part, final)
-    return final
+    os.replace(root / part, root / ARCHIVE_NAME)
+    return root / ARCHIVE_NAME
 
 
 def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = None,
@@ -137,25 +120,23 @@ def full_dataset_on_disk(data_dir=None) -> bool:
     return (root / FOLDER_NAME).is_dir() or (root / ARCHIVE_NAME).is_file()
 
 
-def check_data_dir(data_dir=None) -> Path:
+def check_data_dir(data_dir=None) -> None:
     """Before any work: the data folder must be a folder (or not exist yet: it is created)."""
     root = default_data_dir(data_dir)
     if root.exists() and not root.is_dir():
         what = "--data-dir" if data_dir else ("$CIFARLAB_DATA" if os.environ.get("CIFARLAB_DATA") else "the cache")
         raise DataDirError(f"{what} {root} is a file, not a folder: pass the folder that holds (or will hold) "
                            f"{FOLDER_NAME}/ or {ARCHIVE_NAME}")
-    return root
 
 
 def data_source(class_ids, data_dir=None) -> str:
-    """Where the pixels of these classes come from - decided here only:
-
-    ``"full"`` when the full dataset is on disk, else ``"sample"`` when every class is in the
-    sample shipped with the package, else ``"download"`` (the full dataset, fetched first)."""
+    """Where the pixels of these classes come from (``"download"``: the full dataset, fetched first); decided
+    here only."""
     if full_dataset_on_disk(data_dir):
         return "full"
-    if set(class_ids) <= set(sample_class_ids()):
-        return "sample"
+    with np.load(SAMPLE_PATH) as z:
+        if set(class_ids) <= set(np.unique(z["y_test"]).tolist()):
+            return "sample"
     return "download"
 
 
@@ -212,17 +193,10 @@ def load_sample() -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def sample_class_ids() -> tuple[int, ...]:
-    with np.load(SAMPLE_PATH) as z:
-        return tuple(int(i) for i in np.unique(z["y_test"]))
-
-
 @dataclass
 class Subset:
-    """The chosen classes in memory: uint8 NHWC images, int64 labels 0..k-1.
-
-    ``x_val``/``y_val`` are carved from the training images (stratified, seeded); the test
-    set is untouched and meant for one final evaluation per model."""
+    """The chosen classes in memory: uint8 NHWC images, int64 labels 0..k-1; validation is carved from the
+    training images (docs/records.md, "Validation split")."""
 
     classes: ClassSelection
     x_train: torch.Tensor
@@ -243,22 +217,21 @@ class Subset:
                 f"{len(self.y_train)} train, {len(self.y_val)} validation, {len(self.y_test)} test images")
 
 
-def subset_for(config, data_dir=None, verbose: bool = True, **kw) -> Subset:
+def subset_for(config, data_dir=None, verbose: bool = True) -> Subset:
     """The data a run config trains and is judged on: its classes, its validation fraction and split seed."""
     return load_subset(config.classes, data_dir=data_dir, val_fraction=config.val_fraction,
-                       split_seed=config.split_seed, verbose=verbose, **kw)
+                       split_seed=config.split_seed, verbose=verbose)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): ``round(fraction * n_c)`` of each class go to validation."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    """Indices (train, val): ``round(fraction * n_c)`` of each class go to validation (``fraction``: checked
+    by RunConfig)."""
     rng = np.random.default_rng(seed)
     val = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         val.append(rng.permutation(idx)[: int(round(fraction * len(idx)))])
-    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
+    val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
     return train_idx, val_idx
 
@@ -271,24 +244,22 @@ def _select_rows(images, fine, selection: ClassSelection):
 
 
 def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1, split_seed: int = 0,
-                device="cpu", download: bool = True, url: str | None = None, md5: str | None = None,
-                verbose: bool = True) -> Subset:
-    """Load the chosen classes (ids, names or superclasses) as a :class:`Subset` on ``device``."""
+                download: bool = True, url: str | None = None, md5: str | None = None, verbose: bool = True) -> Subset:
+    """Load the chosen classes (ids, names or superclasses) as a :class:`Subset` on the CPU."""
     selection = select_classes(classes)
     check_data_dir(data_dir)
     if data_source(selection.ids, data_dir) == "sample":
         s = load_sample()
-        tr = _select_rows(s["x_train"], s["y_train"], selection)
-        te = _select_rows(s["x_test"], s["y_test"], selection)
+        x_tr, y_tr = _select_rows(s["x_train"], s["y_train"], selection)
+        x_te, y_te = _select_rows(s["x_test"], s["y_test"], selection)
         source = f"the sample shipped with cifarlab ({SAMPLE_PATH.name}; same pixels as CIFAR-100, no download)"
     else:
         folder = ensure_dataset(data_dir, download=download, url=url, md5=md5)
-        tr = _select_rows(*read_split(folder, "train"), selection)
-        te = _select_rows(*read_split(folder, "test"), selection)
+        x_tr, y_tr = _select_rows(*read_split(folder, "train"), selection)
+        x_te, y_te = _select_rows(*read_split(folder, "test"), selection)
         source = str(folder)
-    (x_tr, y_tr), (x_te, y_te) = tr, te
     train_idx, val_idx = stratified_split(y_tr, val_fraction, split_seed)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
     subset = Subset(selection, t(x_tr[train_idx]), t(y_tr[train_idx]), t(x_tr[val_idx]), t(y_tr[val_idx]),
                     t(x_te), t(y_te), source)
     if verbose:

@@ -1,12 +1,7 @@
-"""What goes wrong, said in one line.
-
-Every error this project raises on purpose derives from :class:`CifarlabError`: its message
-says what was wrong and what to do, so the command line prints that one line (no traceback)
-and exits with ``exit_code`` - 2 for a mistake in what was asked (an option, a path, a
-config), 1 for a run that failed (a download, a diverged training, an export that did not
-check out). Anything else is a bug and keeps its traceback.
-
-In a notebook, :func:`short_errors` shows these errors as the same one line.
+"""What goes wrong, said in one line: every error this project raises on purpose derives from
+:class:`CifarlabError`, whose message says what was wrong and what to do; the command line prints that
+line and exits with its ``exit_code`` (docs/cli.md), a notebook shows it as the same one line
+(:func:`short_errors`). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -29,10 +24,7 @@ def short_errors() -> None:
     """In IPython/Jupyter: show :class:`CifarlabError` as its one-line message, not a traceback.
 
     The cell still fails (papermill still stops the suite); only the noise goes."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
+    from IPython import get_ipython  # a dependency (ipykernel, ipywidgets)
     shell = get_ipython()
     if shell is None:
         return

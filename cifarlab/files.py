@@ -1,20 +1,14 @@
-"""Writing to disk without ever losing what is there: the one place that does file-system safety.
+"""Writing to disk without ever losing what is there: the one place that does file-system safety, for the
+data, the run records, the backbones and ``best/`` alike (what each may replace: docs/records.md).
 
-Three rules, used by the data layer, the run records and the ``best/`` folder alike:
-
-* A folder is built in a hidden staging folder beside its target and moved into place by a
-  rename (:func:`staging_dir`, :func:`publish_dir`): a crash never leaves a half folder that
-  looks complete.
-* A folder is replaced only when it is this project's own output of the same kind, recognised
-  by its marker (:class:`Owned`, :func:`check_replaceable`); anything else there - a user's folder, a runs folder, a
-  file - is refused with :class:`OutputError`, and nothing is touched.
-* Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo
-  in ``--out`` costs a second, not a trained model. Every path a user gives goes through
-  :func:`user_path` first (``~`` expanded, made absolute): what is checked is what is used and printed.
-
-A write that fails for a reason outside cifarlab (disk full, quota, read-only, name too long) is one
-:class:`WriteError` naming the path (:func:`building`); replacing a folder holds a lock on its parent
-(:func:`locked`), so concurrent cifarlab processes never see a gap.
+* A folder is built in a hidden staging folder (:func:`building`) and moved into place by a rename
+  (:func:`publish_dir`) under a lock on its parent (:func:`locked`): a crash never leaves a half folder
+  that looks complete, and no cifarlab process sees a gap.
+* A folder is replaced only when it is this project's own output of the same kind, recognised by its
+  marker (:class:`Owned`, :func:`check_replaceable`); anything else there is refused, and nothing is touched.
+* Output locations are checked before any work starts (:func:`check_writable_dir`), so a typo in
+  ``--out`` costs a second, not a trained model; every path a user gives goes through :func:`user_path`
+  first: what is checked is what is used and printed.
 """
 from __future__ import annotations
 
@@ -80,13 +74,11 @@ def write_json(path, obj) -> None:
     Path(path).write_text(json.dumps(clean_json(obj), indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path, what: str = "file", error: type = OutputError):
-    """Read a JSON file; a missing or unreadable one is an error (of type ``error``) that names the file."""
+def read_json(path, what: str, error: type):
+    """Read a JSON file its callers found there; an unreadable one is an ``error`` that names the file."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path} is missing; this {what} is incomplete. Create it again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON ({e}); this {what} was damaged or edited by hand. "
                           f"Restore it, or delete {path.parent} and create it again.") from None
@@ -109,9 +101,7 @@ def check_writable_dir(path, option: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path} is a file, not a folder: pass a folder path")
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:   # the nearest existing folder: where mkdir would start
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise OutputError(f"{option} {path} lies under {probe}, which is a file: pass a folder path")
@@ -156,25 +146,20 @@ def check_replaceable(target, owned: Owned) -> None:
                           f"another folder.")
 
 
-def staging_dir(parent, name: str) -> Path:
-    """A fresh hidden folder inside ``parent`` (created) to build ``name`` in, with the permissions a plain
-    mkdir gives (mkdtemp makes 0700: a TA or a web server could not read the published folder)."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name[:80]}-", dir=parent))
-    umask = os.umask(0o022)   # reading the umask means setting it; put back at once
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
-
-
 @contextlib.contextmanager
 def building(parent, name: str):
-    """A staging folder to build ``parent/name`` in, removed whatever happens; a write failing for want of
-    space, quota or a writable disk is one :class:`WriteError` naming the path and the reason."""
+    """A fresh hidden staging folder inside ``parent`` (created) to build ``parent/name`` in, removed whatever
+    happens; a write failing for want of space, quota or a writable disk is one :class:`WriteError` naming
+    the path and the reason."""
     tmp = None
     try:
-        tmp = staging_dir(parent, name)
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name[:80]}-", dir=parent))
+        # the permissions a plain mkdir gives (mkdtemp makes 0700: a TA or a web server could not read the
+        # published folder); reading the umask means setting it, so it is put back at once
+        umask = os.umask(0o022)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         yield tmp
     except OSError as e:
         if e.errno not in _WRITE_ERRORS:
@@ -227,35 +212,30 @@ def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
     never replaced. Done under :func:`locked` on the parent: a concurrent publisher waits, a reader never
     sees the gap between the two renames."""
     target = Path(target)
+    aside = None
     with locked(target.parent):
-        aside = _swap_in(tmp, target, owned)
+        if target.exists() or target.is_symlink():
+            if owned is None:
+                raise OutputError(f"{target} already exists; it is left alone. Move it away and run again.")
+            check_replaceable(target, owned)
+            aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{target.name[:80]}-", dir=target.parent))
+            os.replace(target, aside)  # onto the fresh empty folder: a unique name, atomically
+            try:
+                check_replaceable(aside, owned)
+            except OutputError:
+                os.replace(aside, target)
+                raise
+        try:
+            os.replace(tmp, target)
+        except BaseException as e:
+            if aside is not None:
+                try:
+                    os.replace(aside, target)  # put the previous folder back
+                except OSError:
+                    raise OutputError(f"could not publish {target} ({e}), nor put the previous one back: it is "
+                                      f"safe in {aside}; move it back by hand") from e
+            raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)   # hidden (.old-), so readers skip it meanwhile
     return target
-
-
-def _swap_in(tmp: Path, target: Path, owned: Owned | None):
-    aside = None
-    if target.exists() or target.is_symlink():
-        if owned is None:
-            raise OutputError(f"{target} already exists; it is left alone. Move it away and run again.")
-        check_replaceable(target, owned)
-        aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{target.name[:80]}-", dir=target.parent))
-        os.replace(target, aside)  # onto the fresh empty folder: a unique name, atomically
-        try:
-            check_replaceable(aside, owned)
-        except OutputError:
-            os.replace(aside, target)
-            raise
-    try:
-        os.replace(tmp, target)
-    except BaseException as e:
-        if aside is not None:
-            try:
-                os.replace(aside, target)  # put the previous folder back
-            except OSError:
-                raise OutputError(f"could not publish {target} ({e}), nor put the previous one back: it is safe "
-                                  f"in {aside}; move it back by hand") from e
-        raise
-    return aside
 

@@ -14,7 +14,7 @@ from .config import ConfigError, RunConfig
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA if present, then Apple MPS, then CPU - unless a device is named."""
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    mps = torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     dev = torch.device(name)
@@ -60,20 +60,15 @@ def cpu_name() -> str:
 
 def device_summary(device: torch.device) -> str:
     """What a speed figure depends on: the processor or GPU, its bf16 support, threads, torch."""
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        what = f"GPU {torch.cuda.get_device_name(device)} (native bf16: {'yes' if native else 'no'})"
-    else:
-        flags = cpu_bf16_flags()
-        what = (f"CPU {cpu_name()}, {os.cpu_count()} cores, torch CPU capability "
-                f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(flags) if flags else 'no'}")
-    return f"{what}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    what = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU {cpu_name()}"
+    bf16 = resolve_precision("auto", device)[1].removeprefix("auto: ")
+    return (f"{what}, {os.cpu_count()} CPU cores; {bf16}; torch {torch.__version__} (CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively:
-    a CUDA GPU with bf16 units, a CPU with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower
-    (9x on an AVX2 CPU, measured), so ``auto`` means fp32 there; a forced ``bf16`` still runs."""
+    """(``fp32`` or ``bf16``, why). ``auto`` picks bf16 only where the device computes it natively, fp32
+    elsewhere (docs/performance.md, "bf16 where the hardware has it"); a forced ``bf16`` still runs."""
     if requested == "fp32":
         return "fp32", "fp32 as configured"
     if device.type == "cuda":
@@ -93,10 +88,8 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
 
 def resolve_config(cfg: RunConfig) -> tuple[RunConfig, str]:
     """The config as it will run here - ``precision="auto"`` resolved for this machine's device - and why.
-
-    Called where a run is planned (:func:`cifarlab.sweep.plan_runs`, :func:`cifarlab.experiment.run`), never
-    by the loop. A run's identity is what it computes, so a record says ``fp32`` or ``bf16``, never ``auto``:
-    an auto run on a bf16 GPU and one on an fp32-only CPU are two runs, never mistaken for each other."""
+    Called where a run is planned, never by the loop: a record says ``fp32`` or ``bf16``, never ``auto``, so an
+    auto run on a bf16 GPU and one on an fp32-only CPU are two runs (docs/statistics.md)."""
     device = pick_device(cfg.device)
     precision, why = resolve_precision(cfg.precision, device)
     if precision == "bf16" and device.type not in ("cpu", "cuda"):

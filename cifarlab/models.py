@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import POOLINGS, RunConfig
+from .config import RunConfig
 from .errors import CifarlabError
 from .ownnet import instantiate, load_exported, lookup
 
@@ -59,11 +59,6 @@ class Normalize(nn.Module):
         return (x / 255.0 - self.mean) / self.std
 
 
-def _check_pooling(pooling: str) -> None:
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
-
-
 def _classifier_inputs(features: nn.Module) -> int:
     """Width of the flattened feature map, from a dummy forward pass at 32x32."""
     with torch.no_grad():
@@ -88,7 +83,6 @@ class TemplateCNN(nn.Module):
 
     def __init__(self, num_classes: int, hidden_size: int = 32, pooling: str = "avg"):
         super().__init__()
-        _check_pooling(pooling)
         h = hidden_size
         self.pooling = pooling
         self.norm = Normalize(TEMPLATE_MEAN, TEMPLATE_STD)
@@ -143,7 +137,6 @@ class ImprovedCNN(nn.Module):
 
     def __init__(self, num_classes: int, hidden_size: int = 32, pooling: str = "max", dropout: float = 0.1):
         super().__init__()
-        _check_pooling(pooling)
         w = hidden_size
         self.pooling = pooling
         self.norm = Normalize(TRAIN_MEAN, TRAIN_STD)
@@ -193,16 +186,14 @@ class Exported(nn.Module):
 
 
 def build_model(config: RunConfig) -> nn.Module:
-    """The one builder: the config's model, pooling, width, class count."""
+    """The one builder: the config's model, pooling, width, class count (all checked by RunConfig)."""
     k = len(config.classes)
     if config.net:
         net = lookup(config.model, config.net)
         return OwnNet(instantiate(net, k, config.pooling))
     if config.model == "template":
         return TemplateCNN(k, config.hidden_size, config.pooling)
-    if config.model == "improved":
-        return ImprovedCNN(k, config.hidden_size, config.pooling, config.dropout)
-    raise ValueError(f"unknown model {config.model!r}")
+    return ImprovedCNN(k, config.hidden_size, config.pooling, config.dropout)
 
 
 def load_state_dict_safely(path, device="cpu") -> dict:
@@ -242,16 +233,12 @@ def summary(model: nn.Module) -> str:
     x = torch.zeros(1, 32, 32, 3, dtype=torch.uint8, device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
-    hooks = []
+    names = {mod: name for name, mod in model.named_modules() if name and not list(mod.children())}   # the leaves
 
-    def hook(name):
-        def fn(mod, inp, out):
-            n = sum(p.numel() for p in mod.parameters(recurse=False))
-            lines.append(f"{name + ' ' + type(mod).__name__:44s} {str(tuple(out.shape)):>18s} {n:>9,d}")
-        return fn
-    for name, mod in model.named_modules():
-        if name and not list(mod.children()):
-            hooks.append(mod.register_forward_hook(hook(name)))
+    def hook(mod, inp, out):
+        n = sum(p.numel() for p in mod.parameters(recurse=False))
+        lines.append(f"{names[mod] + ' ' + type(mod).__name__:44s} {str(tuple(out.shape)):>18s} {n:>9,d}")
+    hooks = [mod.register_forward_hook(hook) for mod in names]
     with torch.no_grad():
         model(x)
     for h in hooks:

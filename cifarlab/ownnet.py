@@ -14,18 +14,13 @@ shipped nets::
 
 What cifarlab does with it:
 
-* builds it as ``MyNet(num_classes=k)``, adding ``pooling=...`` when the constructor takes a
-  ``pooling`` argument (then the three tactics apply to it; without one it is a single
-  configuration, pooling ``own``), and puts the models' ``Normalize`` in front, so your net gets
-  what PyTorch tutorials give - float NCHW, normalized - while what is saved, exported and served
-  still takes raw uint8 NHWC pixels;
-* checks it before any data loads: it builds, its forward runs on a 2-image batch, and it returns
-  (N, k) finite logits. Your bug shows your own frames and one line saying what was expected;
-* fingerprints it - the class's source where Python can see it, its structure (parameter and
-  buffer names and shapes, the module tree) always - so a run's identity includes the net: two
-  different nets never share a record, and an edited class is a new configuration;
-* saves the trained net as a ``torch.export`` program (``model.pt2``) beside the weights, so a fresh
-  kernel reloads it without your class (:func:`load_exported` refuses any pickled object in it).
+* builds it as ``MyNet(num_classes=k)``, adding ``pooling=...`` when the constructor takes one (then the
+  three tactics apply to it; without one it is a single configuration, pooling ``own``), behind the models'
+  ``Normalize``: your net gets float NCHW, normalized, while what is saved and served takes raw uint8 NHWC;
+* checks it on a 2-image batch before any data loads (:func:`check_forward`): your bug shows your own frames;
+* fingerprints its source and structure into the run's identity: an edited class is a new configuration;
+* saves the trained net as a ``torch.export`` program (``model.pt2``): a fresh kernel reloads it without
+  your class (:func:`load_exported` refuses any pickled object in it).
 """
 from __future__ import annotations
 
@@ -66,7 +61,6 @@ class Net:
 
 
 _REGISTRY: dict[str, Net] = {}   # fingerprint -> the net, for this process
-_CHECKED: set[str] = set()       # fingerprints whose dummy batch passed
 
 
 # --- finding the class ------------------------------------------------------------------------------
@@ -126,14 +120,6 @@ def class_source(cls: type) -> str:
 
 
 # --- building and checking ---------------------------------------------------------------------------
-def _takes(cls: type, name: str) -> bool:
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _kwargs(net: Net, num_classes: int, pooling: str) -> dict:
     return {"num_classes": num_classes, **({"pooling": pooling} if net.takes_pooling else {})}
 
@@ -150,13 +136,6 @@ def instantiate(net: Net, num_classes: int, pooling: str):
                        f"argument", e) from e
 
 
-def _structure(module) -> dict:
-    """What the net is, whatever its source: parameter and buffer names and shapes, and the module tree."""
-    return {"parameters": [[n, list(p.shape)] for n, p in module.named_parameters()],
-            "buffers": [[n, list(b.shape)] for n, b in module.named_buffers()],
-            "modules": repr(module)}
-
-
 def register(model, num_classes: int, pooling: str, device: str = "auto") -> tuple[str, str, str]:
     """Check the student's net (a class or ``FILE.py:CLASS``) for ``num_classes`` and ``pooling`` and
     remember it; returns (class name, the pooling it runs with, its fingerprint) for the config."""
@@ -167,20 +146,27 @@ def register(model, num_classes: int, pooling: str, device: str = "auto") -> tup
                        f"(self, num_classes, ...) and forward(self, x), and pass the class itself (not an instance)")
     if cls.__name__.lower() in ("template", "improved"):
         raise NetError(f"your net's class is called {cls.__name__!r}, the name of a shipped net: rename it")
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_pooling = "pooling" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     file = inspect.getsourcefile(cls) if spec else None
     net = Net(cls, f"{Path(file).resolve()}:{cls.__name__}" if file else cls.__name__, class_source(cls),
-              _takes(cls, "pooling"))
+              takes_pooling)
     if not net.takes_pooling:
         pooling = OWN_POOLING
     elif pooling == OWN_POOLING:
         raise NetError(f"{cls.__name__} takes a pooling argument: give pooling stride, max or avg")
     check_fits(net, num_classes, pooling, device)
     module = instantiate(net, num_classes, pooling)
-    fingerprint = hashlib.sha256(json.dumps({"name": cls.__name__, "source": net.source, **_structure(module)},
+    # what the net is, whatever its source: parameter and buffer names and shapes, and the module tree
+    structure = {"parameters": [[n, list(p.shape)] for n, p in module.named_parameters()],
+                 "buffers": [[n, list(b.shape)] for n, b in module.named_buffers()],
+                 "modules": repr(module)}
+    fingerprint = hashlib.sha256(json.dumps({"name": cls.__name__, "source": net.source, **structure},
                                             sort_keys=True).encode()).hexdigest()[:12]
-    if fingerprint not in _CHECKED:
-        check_forward(module, num_classes)
-        _CHECKED.add(fingerprint)
+    check_forward(module, num_classes)
     _REGISTRY[fingerprint] = net
     return cls.__name__, pooling, fingerprint
 
@@ -199,11 +185,9 @@ def check_forward(module, num_classes: int) -> None:
                        f"float images of shape (N, 3, 32, 32), normalized, and must return (N, {num_classes}) "
                        f"logits", e) from e
     want = f"a tensor of shape (2, {num_classes}): one logit per class for each of the 2 images"
-    if isinstance(out, (tuple, list, dict)):
-        raise NetError(f"{name}.forward returned a {type(out).__name__}; it must return {want} (return the logits "
-                       f"only)")
     if not isinstance(out, torch.Tensor):
-        raise NetError(f"{name}.forward returned {type(out).__name__}; it must return {want}")
+        raise NetError(f"{name}.forward returned a {type(out).__name__}; it must return {want}"
+                       + (" (return the logits only)" if isinstance(out, (tuple, list, dict)) else ""))
     if tuple(out.shape) != (2, num_classes):
         hint = (f" (the last layer should have out_features={num_classes}: use num_classes)" if out.dim() == 2
                 else " (flatten before the last layer)" if out.dim() > 2 else "")
@@ -252,9 +236,7 @@ def portable(fingerprint: str):
 
 def source_text(fingerprint: str) -> str:
     """What a record keeps for a person to read: where the net came from and its source."""
-    net = _REGISTRY.get(fingerprint)
-    if net is None:
-        return ""
+    net = _REGISTRY[fingerprint]   # a trained net was built from the registry (models.build_model)
     return (f"# {net.cls.__name__} (fingerprint {fingerprint}) from {net.spec}\n"
             + (net.source or "# its source was not visible to Python\n"))
 
@@ -273,9 +255,6 @@ def load_exported(path):
     """Load ``model.pt2`` without running anything from the file: every pickled piece in it must load with
     ``weights_only=True`` (torch.export.load itself would fall back to full unpickling), the graph is JSON."""
     import torch
-    path = Path(path)
-    if not path.is_file():
-        raise NetError(f"{path} does not exist; train the run again (a record of your own net keeps model.pt2)")
     try:
         with zipfile.ZipFile(path) as z:
             for name in z.namelist():
@@ -294,11 +273,8 @@ _HIDDEN = (str(Path(__file__).resolve().parent), str(Path(inspect.getfile(zipfil
 
 def _students_frames(e: BaseException) -> BaseException:
     """``e`` with its traceback cut down to frames outside cifarlab and torch: the student's cell or file."""
-    try:
-        import torch
-        hidden = _HIDDEN + (str(Path(torch.__file__).resolve().parent),)
-    except ImportError:
-        hidden = _HIDDEN
+    import torch
+    hidden = _HIDDEN + (str(Path(torch.__file__).resolve().parent),)
     frames = []
     tb = e.__traceback__
     while tb is not None:

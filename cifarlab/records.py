@@ -1,25 +1,6 @@
-"""Run records: one folder per run, everything needed to compare and reproduce runs later.
-
-    <out>/<run_name>/                 e.g. improved_max_seed0_c0-55-58_3f2a9c1d (see RunConfig.run_name)
-        config.json          the RunConfig, every field
-        metrics.json         final numbers (see cifarlab.evaluation), status, and the run's identity:
-                             run_id, config_id, experiment_id, experiment (in words)
-        history.json         per-epoch train (mean, 25/75%) and validation loss/accuracy
-        model.pt             state_dict only (loads with weights_only=True)
-        model.pt2, net.py    your own net only: the trained net as a torch.export program (reloads without
-                             your class) and the class's source, for a person to read
-        curves.png           the two-panel training figure
-        report_train.txt     classification_report (digits=4) on the training images
-        report_test.txt      the same on the test set
-        confusion.png        test-set confusion matrix
-        test_predictions.npz test logits (computed on the CPU in fp32), predicted and true labels
-        val_predictions.npz  the same for the validation split: what the choice rule pairs on
-
-A folder's name carries a hash of the run's identity, so runs that differ in anything that can
-change their numbers never share a folder. A record is built in a hidden staging folder and
-moved into place in one rename (``metrics.json`` is written last): a crash never leaves a half
-record, and a reader never sees one. A record is replaced only by a complete run of the same
-identity (``--force``); a diverged run never replaces a complete one - it is written beside it.
+"""Run records: one folder per run (``<out>/<run_name>/``), everything needed to compare and reproduce runs
+later. Its files (:data:`RECORD_FILES`, and for your own net :data:`OWN_NET_FILES`), how it is named, staged
+and replaced (never by a diverged run): docs/records.md and docs/statistics.md.
 
 A record is *complete* when every file its readers need (:data:`NEEDED`) is there and readable,
 decided once (:func:`load_record`) for resume, compare, sweeps and reload; an incomplete one is listed
@@ -96,18 +77,17 @@ def record_path(out, cfg: RunConfig) -> Path:
 
 
 def check_record_target(out, cfg: RunConfig) -> None:
-    """Before training: refuse early when ``out/<run_name>`` is something this project did not write. Read under
-    the runs folder's shared lock: another process replacing that record meanwhile is never half seen."""
-    with locked(Path(out), shared=True):
-        check_replaceable(record_path(out, cfg), RECORD)
+    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
+    record_target(out, cfg, ok=True)
 
 
 def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     """Where a record of ``cfg`` goes: ``out/<run_name>``, except that a diverged run (``ok`` False) goes to
     ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
-    one is never replaced by a failed one. Refused when the place holds something this project did not write."""
+    one is never replaced by a failed one. Refused when the place holds something this project did not write.
+    Read under the runs folder's shared lock: another process replacing that record meanwhile is never half seen."""
     target = record_path(out, cfg)
-    with locked(Path(out), shared=True):    # as check_record_target
+    with locked(Path(out), shared=True):
         if not ok and (target / RECORD_MARKER).is_file() and _status(target) == "ok":
             target = target.with_name(target.name + DIVERGED_SUFFIX)
         check_replaceable(target, RECORD)
@@ -218,25 +198,23 @@ def load_record(path) -> Record:
     fix = f"Restore it, or delete {path} and train that run again."
     incomplete = lambda what: IncompleteRecord(f"{path} is an incomplete run record ({what}): never reused or "
                                                f"compared; its run is trained again (or: --force, make FORCE=1)")
-    if not (path / RECORD_MARKER).is_file():
-        raise incomplete(f"{RECORD_MARKER} missing")
-    texts = {}
-    for name in (RECORD_MARKER, "history.json", "config.json"):
+
+    def read(name):
         try:
-            text = (path / name).read_text()
-            texts[name] = text if name == "config.json" else json.loads(text)
-            if name == RECORD_MARKER:   # its status says which files the record needs
-                status = texts[name].get("status") if isinstance(texts[name], dict) else None
-                missing = _unreadable(path, NEEDED.get(status, RECORD_FILES))
-                if missing:
-                    raise incomplete(", ".join(missing))
+            return json.loads((path / name).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:   # as good as missing
             raise incomplete(f"{name} unreadable: {e}") from None
-    metrics, history, config_text = texts[RECORD_MARKER], texts["history.json"], texts["config.json"]
+
+    if not (path / RECORD_MARKER).is_file():
+        raise incomplete(f"{RECORD_MARKER} missing")
+    metrics = read(RECORD_MARKER)
+    status = metrics.get("status") if isinstance(metrics, dict) else None   # it says which files are needed
+    missing = _unreadable(path, NEEDED.get(status, RECORD_FILES))
+    if missing:
+        raise incomplete(", ".join(missing))
+    history, config_dict = read("history.json"), read("config.json")
     try:
-        config = RunConfig.from_dict(json.loads(config_text))
-    except json.JSONDecodeError as e:
-        raise incomplete(f"config.json unreadable: {e}") from None
+        config = RunConfig.from_dict(config_dict)
     except (ConfigError, TypeError) as e:
         raise RecordError(f"{path / 'config.json'} does not hold a valid config ({e}). {fix}") from None
     missing = _unreadable(path, OWN_NET_FILES) if config.net and status == "ok" else []
@@ -321,6 +299,3 @@ def reusable_record(out, cfg: RunConfig, force: bool = False, say=print):
     rec.reused = True
     return rec
 
-
-__all__ = ["Record", "RecordError", "IncompleteRecord", "find_records", "reusable_record", "load_record",
-           "write_record", "RECORD_FILES", "NEEDED"]

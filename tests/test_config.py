@@ -98,7 +98,7 @@ def test_from_dict_checks_hand_written_json():
     assert RunConfig.from_dict({"epochs": "3", "dry_run": "false"}).epochs == 3
     with pytest.raises(ConfigError, match="mapping"):
         RunConfig.from_dict([1, 2])
-    with pytest.raises(ConfigError, match="classes=None is not allowed"):
+    with pytest.raises(ConfigError, match="classes: cannot read classes from None"):
         RunConfig.from_dict({"classes": None})
 
 
@@ -137,7 +137,5 @@ def test_record_names_stay_short_and_readable():
 def test_notebook_parameters_make_the_config():
     cfg = notebook_config("improved", [0, 55, 58], "max", 1, None, {"lr": "0.05"})
     assert cfg.lr == 0.05 and cfg.epochs == 30 and cfg.seed == 1 and cfg.pooling == "max"
-    with pytest.raises(ConfigError, match="OVERRIDES sets epochs"):
-        notebook_config("improved", [0, 55, 58], "max", 0, 5, {"epochs": 3})
     with pytest.raises(ConfigError, match="unknown config field"):
         notebook_config("improved", [0, 55, 58], "max", 0, None, {"learning_rate": 0.1})
