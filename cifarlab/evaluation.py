@@ -1,8 +1,6 @@
-"""Judging a trained model: final metrics, per-class reports, confusion matrix, overfitting, and what
-else a pooling tactic changes - robustness to small shifts, and cost (parameters, FLOPs, latency).
-
-The test set is used here once per final model; everything that chooses (epochs, configs)
-uses the validation split.
+"""Judging a trained model, on the test set once: final metrics, per-class reports, confusion matrix,
+overfitting, and what else a pooling tactic changes - robustness to small shifts, and cost (parameters,
+FLOPs, latency). The metrics are listed in docs/records.md and docs/statistics.md.
 """
 from __future__ import annotations
 
@@ -33,12 +31,8 @@ class Evaluation:
 
 
 def overfitting(history: list[dict], train_loss: float, train_acc: float, val_loss: float, val_acc: float) -> dict:
-    """How much the run overfit, measured on data the model does not train on.
-
-    * ``acc_gap`` - train minus validation accuracy at the end (both in eval mode, no augmentation);
-    * ``loss_gap`` - validation minus train cross-entropy at the end;
-    * ``val_loss_rise`` - how far the validation loss rose after its minimum (0 if it never did),
-      with the epoch of that minimum."""
+    """How much the run overfit (docs/records.md): train - validation accuracy and validation - train loss at
+    the end (both in eval mode, no augmentation), and how far the validation loss rose after its minimum."""
     val_losses = np.array([h["val_loss"] for h in history], dtype=float)
     finite = np.isfinite(val_losses)
     if finite.any():
@@ -128,10 +122,8 @@ def measures(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> di
 
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once.
-
-    Computed on the CPU in fp32 whatever device trained (a copy of the model goes there): the
-    recorded logits are then what a reload on any machine recomputes, up to float rounding -
-    a GPU's TF32 convolutions or a bf16 autocast never leak into the record."""
+    On the CPU in fp32 whatever device trained, so a reload on any machine recomputes the recorded logits
+    (docs/statistics.md, "Reload anywhere"): a GPU's TF32 or a bf16 autocast never leaks into the record."""
     model, cfg = result.model, result.config
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
@@ -168,8 +160,7 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
         "overfitting": overfitting(result.history, train_loss, train_acc, val_loss, val_acc),
     }
     if cfg.tta_flip:
-        # Reported beside, never instead of, the plain numbers.
-        # The plain logits are above: only the mirrored images need a forward pass.
+        # Reported beside, never instead of, the plain numbers; only the mirrored images need a forward pass.
         for s in ("val", "test"):
             mirrored = predict_logits(model, getattr(data, f"x_{s}").flip(2))
             metrics[f"{s}_acc_tta"] = loss_acc((logits[s] + mirrored) / 2, getattr(data, f"y_{s}"))[1]

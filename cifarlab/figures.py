@@ -1,9 +1,5 @@
-"""Every figure the lab draws, in one place.
-
-* training curves (the template's two panels) and the confusion matrix - in each run record;
-* comparison plots (accuracy and time per configuration, validation curves) - the summary;
-* image grids (examples per class, predictions), what each pooling tactic does to an image, and the
-  picker's thumbnail strips.
+"""Every figure the lab draws: training curves and confusion matrix (each run record), comparison plots,
+image grids, what each pooling tactic does to an image, and the picker's thumbnail strips.
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state: safe in scripts, threads
 and workers); :func:`show` renders them in a notebook. This module imports nothing else of cifarlab.
@@ -176,10 +172,8 @@ def examples_figure(images, labels, names, per_class: int = 8, seed: int = 0) ->
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
         for j in range(per_class):
             ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set_visible(False)
             if j < len(pick):
                 ax.imshow(images[pick[j]], interpolation="nearest")
             if j == 0:
@@ -209,8 +203,7 @@ def pooling_figure(image) -> Figure:
         ax.imshow(m[0, 0].numpy(), cmap="magma", vmin=0, vmax=top, interpolation="nearest")
         ax.set_title(f"{title}\n{m.shape[-2]}x{m.shape[-1]}", fontsize=9)
     for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig
 
 
@@ -238,11 +231,8 @@ def predictions_figure(images, true, pred, names, n: int = 24, cols: int = 8, se
 
 
 def show(*figs) -> None:
-    """Display matplotlib Figures in a notebook as PNG images.
-
-    The library draws on plain ``Figure`` objects (no pyplot state, safe in scripts and
-    threads); IPython only knows how to render those once pyplot's inline backend is
-    active, so they are rendered to PNG here, which works in Jupyter, Colab and papermill."""
+    """Display Figures in a notebook as PNG images (IPython renders a plain ``Figure`` only once pyplot's
+    inline backend is active; a PNG works in Jupyter, Colab and papermill)."""
     from IPython.display import Image, display
     for fig in figs:
         buf = io.BytesIO()
@@ -250,14 +240,12 @@ def show(*figs) -> None:
         display(Image(data=buf.getvalue(), format="png"))
 
 
-def strip_png(images, scale: int = 2) -> bytes:
-    """A row of images as one PNG (each upscaled ``scale`` times, 2 px gaps): the picker's thumbnails."""
+def strip_png(images) -> bytes:
+    """A row of 32x32 images as one PNG, each shown 64x64 with 2 px gaps: the picker's thumbnails."""
     from PIL import Image
-    n = len(images)
-    s = 32 * scale
-    canvas = Image.new("RGB", (n * (s + 2), s), "white")
+    canvas = Image.new("RGB", (len(images) * 66, 64), "white")
     for j, im in enumerate(images):
-        canvas.paste(Image.fromarray(np.asarray(im)).resize((s, s), Image.NEAREST), (j * (s + 2), 0))
+        canvas.paste(Image.fromarray(np.asarray(im)).resize((64, 64), Image.NEAREST), (j * 66, 0))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
