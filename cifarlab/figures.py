@@ -29,7 +29,7 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
             ax.fill_between(ep, [h[f"train_{key}_p25"] for h in history], [h[f"train_{key}_p75"] for h in history],
                             alpha=0.25, color="C0", label="train 25-75% of batches")
             ax.plot(ep, mean, color="C0", label="train (mean)")
-            val = np.array([np.nan if h.get(f"val_{key}") is None else h[f"val_{key}"] for h in history], dtype=float)
+            val = np.array([h.get(f"val_{key}") for h in history], dtype=float)   # None (no val split): nan
             if np.isfinite(val).any():
                 ax.plot(ep, val, color="C1", label="validation")
             if best_epoch:
@@ -74,15 +74,13 @@ def plot_comparison(groups) -> Figure:
     vals = [g.mean(k) - g.std(k) for g in groups for k in ("val_acc", "test_acc")]
     lo = np.nanmin(vals) if np.isfinite(vals).any() else 0.0
     ax1.set_ylim(max(0.0, lo - 0.05), 1.0)
-    ax1.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-    ax1.set_ylabel("accuracy (mean ± std over seeds)")
     ax1.legend()
-    ax1.grid(axis="y", alpha=0.3)
     ax2.bar(x, [g.mean("train_seconds") for g in groups], 0.6, yerr=[g.std("train_seconds") for g in groups],
             capsize=4, color="C2")
-    ax2.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-    ax2.set_ylabel("training seconds per run")
-    ax2.grid(axis="y", alpha=0.3)
+    for ax, ylabel in ((ax1, "accuracy (mean ± std over seeds)"), (ax2, "training seconds per run")):
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
     return fig
 
 
@@ -97,9 +95,9 @@ def plot_shift_accuracy(groups) -> Figure:
             continue
         shifts = recs[0].metrics["shift_acc"]["shifts"]
         for ax, axis in zip(axes, ("horizontal", "vertical")):
-            v = np.array([[np.nan if a is None else a for a in r.metrics["shift_acc"][axis]] for r in recs], float)
-            ls = "-" if g.model == "improved" else "--"
-            ax.plot(shifts, np.nanmean(v, 0), color=f"C{i % 10}", ls=ls, marker="o", ms=3, label=g.label)
+            v = np.array([r.metrics["shift_acc"][axis] for r in recs], dtype=float)    # None (no images): nan
+            ax.plot(shifts, np.nanmean(v, 0), color=f"C{i % 10}", ls="-" if g.model == "improved" else "--",
+                    marker="o", ms=3, label=g.label)
             if len(recs) > 1:
                 ax.fill_between(shifts, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{i % 10}", alpha=0.15)
     for ax, axis in zip(axes, ("horizontal", "vertical")):
@@ -120,8 +118,7 @@ def plot_validation_curves(groups) -> Figure:
         n = min(len(r.history) for r in g.records)
         ep = np.arange(1, n + 1)
         for ax, key in zip(axes, ("val_acc", "val_loss")):
-            v = np.array([[np.nan if h.get(key) is None else h[key] for h in r.history[:n]] for r in g.records],
-                         dtype=float)
+            v = np.array([[h.get(key) for h in r.history[:n]] for r in g.records], dtype=float)
             if np.isfinite(v).any():
                 ax.plot(ep, np.nanmean(v, 0), color=f"C{i % 10}", label=g.label,
                         ls="-" if g.model == "improved" else "--")
