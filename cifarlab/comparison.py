@@ -243,11 +243,9 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
         lo = np.where(k > 0, stats.beta.ppf(tail, np.maximum(k, 1), m - k + 1), 0.0)
         hi = np.where(k < m, stats.beta.ppf(1 - tail, k + 1, np.maximum(m - k, 1)), 1.0)
         return diff, m / n * (2 * lo - 1), m / n * (2 * hi - 1)
-    # Two parts, as in a Welch t: which images were drawn, with the seed-to-seed coin flips within each image
-    # (the per-image differences' variance), and the shift of the whole run from seed to seed beyond that,
-    # known only roughly: from the pair's own 2-5 seeds, or pooled over more configurations (``shift``).
-    # Satterthwaite's degrees of freedom, the shift's precision taken from the whole seed-to-seed variance
-    # (benchmarks/calibration.py measures what this keeps).
+    # Two parts, as in a Welch t (docs/statistics.md): the per-image differences' variance, and the seed shift
+    # beyond it, known only roughly (2-5 seeds): Satterthwaite's degrees of freedom, the shift's precision taken
+    # from the whole seed-to-seed variance (benchmarks/calibration.py measures what this keeps).
     if shift is None:
         sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
         df_seed = sum(f for f, _ in sides)

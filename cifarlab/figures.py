@@ -47,8 +47,7 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
 def confusion_figure(cm: np.ndarray, names, title: str = "test set") -> Figure:
     """The confusion matrix (rows: true class), counts in the cells, drawn by scikit-learn."""
     from sklearn.metrics import ConfusionMatrixDisplay
-    k = len(names)
-    size = max(4.5, 0.5 * k + 2.5)
+    size = max(4.5, 0.5 * len(names) + 2.5)
     fig = Figure(figsize=(size, size * 0.9), layout="constrained")
     ax = fig.subplots()
     ConfusionMatrixDisplay(cm, display_labels=list(names)).plot(ax=ax, cmap="Blues", xticks_rotation=45,

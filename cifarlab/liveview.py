@@ -2,17 +2,15 @@
 
 Modes (``make_view(mode)``):
 
-* ``"notebook"`` - a tqdm bar, and every ``config.plot_every`` epochs (default: about 25 redraws
-  a run) ``clear_output(wait=True)`` and the figure redrawn in place, like the course template;
-  a grid of runs reuses one view: one bar and one figure on screen at a time;
-* ``"quiet"`` - for papermill, the command line and CI: about ten short text lines per run, its
-  final bar as one line and one final figure - no flood of redraws in a saved notebook or a log;
-* ``"bar"`` - a text tqdm bar (interactive terminals);
-* ``"none"`` - nothing.
+* ``"notebook"`` - a tqdm bar, and the figure redrawn in place (``clear_output(wait=True)``) every
+  ``config.plot_every`` epochs (default: about 25 redraws a run), like the course template; a grid
+  of runs reuses one view: one bar and one figure on screen at a time;
+* ``"quiet"`` - papermill, the command line, CI: about ten text lines a run, its final bar as one
+  line and one final figure (no flood of redraws in a saved notebook or a log);
+* ``"bar"`` - a text tqdm bar (interactive terminals); ``"none"`` - nothing.
 
-``"auto"`` picks ``notebook`` inside a Jupyter kernel, ``bar`` on a terminal, else ``quiet``;
-``CI`` in the environment always means ``quiet``. Under papermill there is no front end to
-watch, so the notebooks pass ``live=False`` (``quiet``) from their parameters.
+``"auto"`` picks ``notebook`` in a Jupyter kernel, ``bar`` on a terminal, else (and whenever ``CI``
+is set) ``quiet``. Under papermill the notebooks pass ``live=False`` (``quiet``).
 """
 from __future__ import annotations
 

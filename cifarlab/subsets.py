@@ -145,8 +145,7 @@ def across_subsets(runs, records=None) -> Across:
             f"--classes vehicles_1 --classes people --models improved --seeds 2 --out {runs}")
     groups = {e.name: group_records(e.records) for e in found}
     pairs = []
-    models = dict.fromkeys(g.model for gs in groups.values() for g in gs)
-    for model in models:
+    for model in dict.fromkeys(g.model for gs in groups.values() for g in gs):
         tactics = [t for t in ("stride", "max", "avg") if any(g.model == model and g.pooling == t
                                                               for gs in groups.values() for g in gs)]
         for i, a in enumerate(tactics):

@@ -29,38 +29,14 @@ def _option(i: int) -> tuple[str, int]:
     return f"{i:2d}: {FINE_NAMES[i]}  ({superclass_of(i)})", i
 
 
-class ThumbnailSource:
-    """Where thumbnails come from: the full dataset when it is on disk, else the shipped sample.
-
-    ``images(fine_id)`` returns uint8 NHWC images and a source tag (``"full"``, ``"sample"``) or
-    ``(None, "placeholder")`` when neither has that class."""
-
-    def __init__(self, data_dir=None):
-        self.data_dir = data_dir
-        self._arrays = None
-
-    def images(self, fine_id: int):
-        if self._arrays is None:     # read once, on the first class shown
-            if full_dataset_on_disk(self.data_dir):
-                self._arrays = (*read_split(ensure_dataset(self.data_dir, download=False), "test"), "full")
-            else:
-                s = load_sample()
-                self._arrays = (s["x_test"], s["y_test"].astype(np.int64), "sample")
-        x, y, tag = self._arrays
-        idx = np.flatnonzero(y == fine_id)[:THUMBS_PER_CLASS]
-        if len(idx) == 0:
-            return None, "placeholder"
-        return x[idx], tag
-
-
 class ClassPicker:
     """An ipywidgets class picker. ``ids``/``names`` always hold the current selection."""
 
     def __init__(self, initial=(0, 55, 58), data_dir=None):
         import ipywidgets as W
 
-        self._W = W
-        self.thumbs = ThumbnailSource(data_dir)
+        self.data_dir = data_dir
+        self._test_images = None      # read on the first thumbnail shown
         self.thumbnail_sources: dict[int, str] = {}
         self.superclass = W.Dropdown(options=[ALL] + list(COARSE_NAMES), value=ALL, description="superclass")
         self.filter = W.Text(value="", placeholder="type to filter names", description="filter",
@@ -167,12 +143,25 @@ class ClassPicker:
             self.command.value = ""
         self._update_gallery()
 
+    def _thumbnails(self, fine_id: int):
+        """Test images of a class (uint8 NHWC) and where they come from: the full dataset when it is on disk,
+        else the shipped sample (read once); ``(None, "placeholder")`` when neither has that class."""
+        if self._test_images is None:
+            if full_dataset_on_disk(self.data_dir):
+                self._test_images = (*read_split(ensure_dataset(self.data_dir, download=False), "test"), "full")
+            else:
+                s = load_sample()
+                self._test_images = (s["x_test"], s["y_test"].astype(np.int64), "sample")
+        x, y, tag = self._test_images
+        idx = np.flatnonzero(y == fine_id)[:THUMBS_PER_CLASS]
+        return (x[idx], tag) if len(idx) else (None, "placeholder")
+
     def _update_gallery(self) -> None:
-        W = self._W
+        import ipywidgets as W
         rows = []
         self.thumbnail_sources = {}
         for i in self.ids:
-            images, tag = self.thumbs.images(i)
+            images, tag = self._thumbnails(i)
             self.thumbnail_sources[i] = tag
             png = strip_png(images) if images is not None else placeholder_png()
             note = {"full": "", "sample": " (shipped sample)",
