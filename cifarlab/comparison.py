@@ -292,8 +292,7 @@ def verdict(ga: Group, gb: Group, split: str = "test") -> str:
         return f"{what} - distinguishable: {images}.{one_seed}"
     if p.diff == 0 and p.a_only == 0 and p.b_only == 0:
         return f"{what} - identical predictions on every image."
-    half = (p.hi - p.lo) / 2
-    need = (half / abs(p.diff)) ** 2 if p.diff else math.inf
+    need = ((p.hi - p.lo) / 2 / abs(p.diff)) ** 2 if p.diff else math.inf   # half-width ~ 1/sqrt(images)
     if not math.isfinite(need):
         more = "there is no difference to separate"
     elif need < 2:
@@ -352,21 +351,18 @@ def choose(groups: list[Group]) -> Choice:
                               "them (python -m cifarlab compare without --best); to choose, train with a "
                               "validation split (val_fraction > 0, default 0.1).")
     best = max(groups, key=lambda g: (g.mean("val_acc"), -g.mean("train_seconds")))
-    if len(groups) == 1:
-        tied, why = [best], f"{best.label} is the only configuration compared, so it is chosen."
-    else:
-        tied, notes = [best], []
-        for g in groups:
-            if g is best:
-                continue
-            p = paired(best, g, "val")
-            notes.append(f"{g.label} {-p.diff:+.4f} ({CONFIDENCE:.0%} interval {-p.hi:+.4f} to {-p.lo:+.4f}): "
-                         + ("lower" if p.distinguishable else "tied"))
-            if not p.distinguishable:
-                tied.append(g)
-        why = (f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f} over "
-               f"{best.n} seed{'s' if best.n > 1 else ''}). Paired on the same {best.records[0].metrics['n_val']} "
-               f"validation images, the others differ by: " + "; ".join(notes) + ".")
+    tied, notes = [best], []
+    for g in groups:
+        if g is best:
+            continue
+        p = paired(g, best, "val")
+        notes.append(f"{g.label} {p.interval()}: " + ("lower" if p.distinguishable else "tied"))
+        if not p.distinguishable:
+            tied.append(g)
+    why = (f"{best.label} is the only configuration compared, so it is chosen." if not notes else
+           f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f} over "
+           f"{best.n} seed{'s' if best.n > 1 else ''}). Paired on the same {best.records[0].metrics['n_val']} "
+           f"validation images, the others differ by: {'; '.join(notes)}.")
     winner = min(tied, key=lambda g: (g.mean("train_seconds"), g is not best))
     if len(tied) > 1:
         why += (f" Among the tied ({', '.join(g.label for g in tied)}) the fastest wins: {winner.label} "
@@ -440,8 +436,7 @@ class Comparison:
                          + "; ".join(e.name for e in self.others))
         if self.dry_runs:
             lines.append(f"({self.dry_runs} dry-run record{'s' if self.dry_runs > 1 else ''} ignored)")
-        for r in self.experiment.diverged:
-            lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
+        lines += [f"diverged, not compared: {r.config.title} - {r.path}" for r in self.experiment.diverged]
         lines += [f"not read: {s}" for s in self.skipped]
         return "\n".join(lines)
 

@@ -70,9 +70,8 @@ def random_shift_pairs(n: int, max_shift: int = max(SHIFTS), seed: int = 0) -> t
 
 
 def shift_consistency(predict, x: torch.Tensor, pairs: torch.Tensor) -> float:
-    """Share of images whose predicted class is the same under two shifts (Zhang, "Making Convolutional
-    Networks Shift-Invariant Again", ICML 2019). ``predict``: images -> classes; ``pairs``: (2, 2, n)
-    from :func:`random_shift_pairs`."""
+    """Share of images whose predicted class is the same under two shifts (Zhang, ICML 2019; docs/statistics.md).
+    ``predict``: images -> classes; ``pairs``: (2, 2, n) from :func:`random_shift_pairs`."""
     if len(x) == 0:
         return float("nan")
     a, b = (np.asarray(predict(shift_images(x, p[0], p[1]))) for p in pairs)
@@ -108,9 +107,8 @@ def forward_flops(model: nn.Module) -> int:
 
 
 def measures(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> dict:
-    """What else a pooling tactic changes, measured on the test set by the final model: shift robustness,
-    parameters, forward FLOPs per image, and latency. The model runs exported to ONNX in onnxruntime
-    (2-3x faster than PyTorch here, so measuring costs a few percent of a run), as it would be deployed."""
+    """What else a pooling tactic changes, on the test set by the final model: shift robustness, parameters,
+    forward FLOPs per image, and latency - in onnxruntime, as deployed and 2-3x faster than PyTorch here."""
     from .export import onnx_latency, onnx_predict, onnx_session
     t0 = time.perf_counter()
     sess = onnx_session(model)

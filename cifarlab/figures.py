@@ -60,9 +60,8 @@ def confusion_figure(cm: np.ndarray, names, title: str = "test set") -> Figure:
 
 
 def plot_comparison(groups) -> Figure:
-    """Validation and test accuracy (mean ± std over seeds) and training seconds per configuration.
-
-    ``groups``: objects with ``label``, ``mean(key)`` and ``std(key)`` (cifarlab.comparison.Group)."""
+    """Validation and test accuracy (mean ± std over seeds) and training seconds per configuration
+    (``groups``: cifarlab.comparison.Group, or anything with ``label``, ``mean(key)`` and ``std(key)``)."""
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(groups))
@@ -204,9 +203,8 @@ def pooling_figure(image) -> Figure:
 
 
 def predictions_figure(images, true, pred, names, n: int = 24, cols: int = 8, seed: int = 0) -> Figure:
-    """A grid of test images titled "pred (true)": green when right, red when wrong.
-
-    Shows the wrong ones first (up to half the grid), then random right ones."""
+    """A grid of test images titled "pred (true)", green when right, red when wrong: the wrong ones first
+    (up to half the grid), then random right ones."""
     images, true, pred = _np(images), _np(true), _np(pred)
     rng = np.random.default_rng(seed)
     wrong = np.flatnonzero(pred != true)

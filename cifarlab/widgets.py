@@ -1,15 +1,13 @@
 """The class picker: choose CIFAR-100 classes by name and superclass, with real thumbnails.
 
-    from cifarlab.widgets import ClassPicker
     picker = ClassPicker([0, 55, 58]); picker          # shows the widget in Jupyter / Colab
     picker.ids, picker.names                           # the selection, as Python lists
     picker.make_command                                # make run-all CLASSES="apple otter pickup_truck"
     picker.notebook_parameter                          # CLASSES = [0, 55, 58]  (for 01_train's parameters cell)
     picker.papermill_yaml                              # -y "CLASSES: [0, 55, 58]"
 
-Built from widgets that exist in ipywidgets 7 and 8 (SelectMultiple, Dropdown, Text, HTML,
-Image, Button, boxes), so it works in Colab and classic Jupyter. Without a front end (papermill)
-it can still be built and driven from code; ``str(picker)`` describes the selection.
+Built from widgets that exist in ipywidgets 7 and 8, so it works in Colab and classic Jupyter; without a
+front end (papermill) it can still be driven from code, and ``print(picker)`` describes the selection.
 """
 from __future__ import annotations
 
