@@ -57,8 +57,6 @@ def shift_images(x: torch.Tensor, dx, dy) -> torch.Tensor:
     dx, dy = (torch.as_tensor(d, device=x.device).reshape(-1, 1) for d in (dx, dy))
     rows = (torch.arange(h, device=x.device) - dy).clamp(0, h - 1)   # (1 or n, h)
     cols = (torch.arange(w, device=x.device) - dx).clamp(0, w - 1)
-    if rows.shape[0] == 1 and cols.shape[0] == 1:
-        return x[:, rows[0]][:, :, cols[0]]
     idx = torch.arange(n, device=x.device)[:, None, None]
     return x[idx, rows.expand(n, h)[:, :, None], cols.expand(n, w)[:, None, :]]
 

@@ -72,7 +72,6 @@ class BarView:
 
     def __init__(self, notebook: bool = False):
         self.notebook = notebook
-        self.bar = None
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         if self.notebook:
@@ -88,9 +87,8 @@ class BarView:
         self.bar.set_postfix(loss=f"{h['train_loss']:.3f}", val_acc=f"{h['val_acc']:.3f}", refresh=False)
         self.bar.update(self.steps_per_epoch)
 
-    def close(self, result) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def close(self, result) -> None:   # the engine calls it only after start
+        self.bar.close()
 
 
 class NotebookView(BarView):
