@@ -100,8 +100,7 @@ def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
 
 def select_experiment(found: list[Experiment], which=None, where="", skipped=()) -> Experiment:
     """The experiment named by ``which`` - only by what a user sees: its name, or its classes as
-    ids/names/superclass - or the only one there is. Several and no ``which``, or a ``which`` that names
-    none or several: an error that lists the candidates and says what to pass."""
+    ids/names/superclass - or the only one there is; else an error listing the candidates."""
     listing = "\n".join(f"  - {e.describe()}" for e in found)
     if not found:
         raise ComparisonError(f"no run records to compare{where} (dry runs never are): train some runs first "
@@ -445,9 +444,8 @@ class Comparison:
                           "Cost and overfitting (train s = training seconds per run):", table(self.groups, COST)])
 
     def tradeoffs(self) -> str:
-        """The trade-offs table (accuracy, shift consistency, training and inference cost), where each
-        configuration wins among its net's, and whether another tactic of the chosen net would win on
-        robustness or cost."""
+        """The trade-offs table, where each configuration wins among its net's, and whether another tactic of
+        the chosen net would win on robustness or cost (docs/statistics.md, "What else the tactics change")."""
         lines = ["Trade-offs (mean ± std over seeds; shift consistency: same class under two random shifts of "
                  "up to 4 pixels; ms/image: ONNX in onnxruntime, batch 1, on "
                  f"{self.groups[0].records[0].metrics.get('latency_machine', 'this CPU')}):",

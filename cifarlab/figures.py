@@ -25,10 +25,9 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
     if history:
         ep = np.array([h["epoch"] for h in history])
         for ax, key, label in ((axes[0], "loss", "cross-entropy"), (axes[1], "acc", "accuracy")):
-            mean = np.array([h[f"train_{key}"] for h in history])
             ax.fill_between(ep, [h[f"train_{key}_p25"] for h in history], [h[f"train_{key}_p75"] for h in history],
                             alpha=0.25, color="C0", label="train 25-75% of batches")
-            ax.plot(ep, mean, color="C0", label="train (mean)")
+            ax.plot(ep, [h[f"train_{key}"] for h in history], color="C0", label="train (mean)")
             val = np.array([h.get(f"val_{key}") for h in history], dtype=float)   # None (no val split): nan
             if np.isfinite(val).any():
                 ax.plot(ep, val, color="C1", label="validation")

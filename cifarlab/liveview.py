@@ -92,10 +92,8 @@ class BarView:
 
 
 class NotebookView(BarView):
-    """tqdm bar plus the two-panel figure, redrawn in place every ``plot_every`` epochs.
-
-    One view can train runs one after another (a grid): each run's start clears the cell's output, so the
-    screen shows one bar and one figure at a time, below ``log`` - a line per run already done."""
+    """The tqdm bar and the two-panel figure, redrawn in place. In a grid each run's start clears the cell's
+    output: one bar and one figure on screen, below ``log`` (a line per run already done)."""
 
     def __init__(self):
         super().__init__(notebook=True)
@@ -140,10 +138,8 @@ class NoView:
 
 
 def make_view(mode="auto"):
-    """A view object for :func:`cifarlab.engine.train` (see the module docstring for the modes).
-
-    ``True``/``False`` are accepted as ``"auto"``/``"quiet"`` (a notebook's ``LIVE`` parameter); a view
-    object is returned as it is (one view for a grid of runs)."""
+    """A view for :func:`cifarlab.engine.train` (the modes: module docstring; ``True``/``False``, a notebook's
+    ``LIVE``: ``"auto"``/``"quiet"``); a view object is returned as it is (one view for a grid of runs)."""
     if hasattr(mode, "epoch_end"):
         return mode
     if mode is True:

@@ -37,8 +37,7 @@ class ClassPicker:
         self._test_images = None      # read on the first thumbnail shown
         self.thumbnail_sources: dict[int, str] = {}
         self.superclass = W.Dropdown(options=[ALL] + list(COARSE_NAMES), value=ALL, description="superclass")
-        self.filter = W.Text(value="", placeholder="type to filter names", description="filter",
-                             continuous_update=True)
+        self.filter = W.Text(placeholder="type to filter names", description="filter")   # updates as one types
         self.select = W.SelectMultiple(options=[_option(i) for i in range(100)], rows=12,
                                        description="classes", layout=W.Layout(width="420px"))
         self.add_group = W.Button(description="add this superclass", tooltip="select all 5 classes of the superclass")
@@ -96,9 +95,8 @@ class ClassPicker:
         members = range(100) if sc == ALL else superclass_members(sc)
         text = self.filter.value.strip().lower().replace(" ", "_")
         shown = [i for i in members if text in FINE_NAMES[i]]
-        # Selected classes stay listed (and selected) whatever the filter says, and come FIRST: the
-        # list shows 12 rows of up to 100, so a selection further down would be out of view and
-        # look unselected.
+        # Selected classes stay listed (and selected) whatever the filter says, and come FIRST: the list
+        # shows 12 rows of up to 100, so a selection further down would be out of view and look unselected.
         chosen = self.ids
         return chosen + [i for i in shown if i not in set(chosen)]
 
