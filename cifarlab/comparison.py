@@ -1,17 +1,8 @@
 """Comparing runs from their records: experiments, configurations, paired statistics, the choice.
 
-* An **experiment** is what one comparison covers: runs on the same data (classes, validation
-  split). Records of different experiments are never pooled: :func:`compare` asks which one
-  when a runs folder holds several.
-* A **configuration** is a run's identity minus its seed; its seeds are what a row averages
-  (mean ± std). Two configurations that share model and pooling are labelled by what differs,
-  e.g. ``improved/max (epochs 3)``.
-* Differences are judged on **paired** data: every run of an experiment is scored on the same
-  validation and test images, so two configurations are compared image by image
-  (:func:`paired_difference`), not as independent samples.
-* The **choice** (:data:`CHOICE_RULE`) uses validation images only; the test set reports.
-
-Dry-run records never enter a comparison; diverged runs are listed, not averaged.
+What an experiment and a configuration are, how two configurations are paired image by image and how
+the choice is made: docs/statistics.md. Dry-run records never enter a comparison; diverged runs are
+listed, not averaged.
 """
 from __future__ import annotations
 
@@ -23,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from .classes import ClassSelectionError, select_classes
-from .config import RUNTIME_FIELDS
 from .errors import CifarlabError
 from .files import user_path
 from .records import Record, find_records
@@ -56,7 +46,7 @@ def _value(record: Record, key: str) -> float:
     if key == "mflops":
         v = None if m.get("flops") is None else m["flops"] / 1e6
     else:
-        v = m.get("overfitting", {}).get(key) if key in m.get("overfitting", {}) else m.get(key)
+        v = m.get("overfitting", {}).get(key, m.get(key))
     return float("nan") if v is None else float(v)
 
 
@@ -86,8 +76,7 @@ def _once(records: list[Record]) -> list[Record]:
     """A run copied into a second folder counts once: the folder named for it wins."""
     runs: dict[str, Record] = {}
     for r in records:
-        other = runs.get(r.config.run_id)
-        if other is None or r.path.name == r.config.run_name:
+        if r.config.run_id not in runs or r.path.name == r.config.run_name:
             runs[r.config.run_id] = r
     return list(runs.values())
 
@@ -111,8 +100,7 @@ def experiments(records: list[Record]) -> tuple[list[Experiment], int]:
 
 def select_experiment(found: list[Experiment], which=None, where="", skipped=()) -> Experiment:
     """The experiment named by ``which`` - only by what a user sees: its name, or its classes as
-    ids/names/superclass - or the only one there is. Several and no ``which``, or a ``which`` that names
-    none or several: an error that lists the candidates and says what to pass."""
+    ids/names/superclass - or the only one there is; else an error listing the candidates."""
     listing = "\n".join(f"  - {e.describe()}" for e in found)
     if not found:
         raise ComparisonError(f"no run records to compare{where} (dry runs never are): train some runs first "
@@ -191,32 +179,24 @@ _ORDER = {"stride": 0, "max": 1, "avg": 2}
 
 
 def group_records(records: list[Record], dry_runs: bool = False) -> list[Group]:
-    """Complete records grouped by configuration (identity minus seed), improved net first. Dry runs are
-    left out unless ``dry_runs`` (a smoke test of a script that compares)."""
+    """Complete records grouped by configuration (identity minus seed), improved net first, each labelled
+    ``model/pooling`` plus what differs when several share model and pooling. Dry runs are left out unless
+    ``dry_runs`` (a smoke test of a script that compares)."""
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in _once([r for r in records if r.ok and (dry_runs or not r.config.dry_run)]):
         groups[r.config.config_id].append(r)
     out = [Group(k, sorted(rs, key=lambda r: r.config.seed)) for k, rs in groups.items()]
-    _label(out)
-    return sorted(out, key=lambda g: (g.model != "improved", g.model == "template", g.model, _ORDER.get(g.pooling, 9),
-                                      g.label))
-
-
-def _label(groups: list[Group]) -> None:
-    """``model/pooling``, plus what differs when several configurations share model and pooling."""
     by_mp: dict[tuple, list[Group]] = defaultdict(list)
-    for g in groups:
+    for g in out:
         by_mp[(g.model, g.pooling)].append(g)
     for (model, pooling), gs in by_mp.items():
-        base = f"{model}/{pooling}"
-        if len(gs) == 1:
-            gs[0].label = base
-            continue
-        idents = [{k: v for k, v in g.records[0].config.identity().items() if k not in ("seed",) + RUNTIME_FIELDS}
-                  for g in gs]
+        idents = [{k: v for k, v in g.records[0].config.identity().items() if k != "seed"} for g in gs]
         differ = [k for k in idents[0] if len({repr(i[k]) for i in idents}) > 1]
         for g, ident in zip(gs, idents):
-            g.label = f"{base} (" + ", ".join(f"{k.replace('_', ' ')} {ident[k]}" for k in differ) + ")"
+            what = ", ".join(f"{k.replace('_', ' ')} {ident[k]}" for k in differ)
+            g.label = f"{model}/{pooling} ({what})" if what else f"{model}/{pooling}"
+    return sorted(out, key=lambda g: (g.model != "improved", g.model == "template", g.model, _ORDER.get(g.pooling, 9),
+                                      g.label))
 
 
 # --- paired statistics --------------------------------------------------------------------------
@@ -250,7 +230,9 @@ def seed_variance(x: np.ndarray) -> np.ndarray:
 
 def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
     """diff, lo, hi of :func:`paired_difference` for a batch: ``a``, ``b`` are (batch, seeds, images)
-    (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once)."""
+    (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once).
+    ``shift``: (variance beyond image noise, whole variance, degrees of freedom) of whole-run accuracy over
+    seeds, pooled over more configurations (calibration.py's seed_shift); by default from the pair's seeds."""
     from scipy import stats
     (sa, n), sb, tail = a.shape[1:], b.shape[1], (1 - CONFIDENCE) / 2
     d = a.mean(1) - b.mean(1)                                       # per image, mean over seeds
@@ -260,11 +242,9 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
         lo = np.where(k > 0, stats.beta.ppf(tail, np.maximum(k, 1), m - k + 1), 0.0)
         hi = np.where(k < m, stats.beta.ppf(1 - tail, k + 1, np.maximum(m - k, 1)), 1.0)
         return diff, m / n * (2 * lo - 1), m / n * (2 * hi - 1)
-    # Two parts, as in a Welch t: which images were drawn, with the seed-to-seed coin flips within each image
-    # (the per-image differences' variance), and the shift of the whole run from seed to seed beyond that,
-    # known only roughly: from the pair's own 2-5 seeds, or pooled over more configurations (``shift``).
-    # Satterthwaite's degrees of freedom, the shift's precision taken from the whole seed-to-seed variance
-    # (benchmarks/calibration.py measures what this keeps).
+    # Two parts, as in a Welch t (docs/statistics.md): the per-image differences' variance, and the seed shift
+    # beyond it, known only roughly (2-5 seeds): Satterthwaite's degrees of freedom, the shift's precision taken
+    # from the whole seed-to-seed variance (benchmarks/calibration.py measures what this keeps).
     if shift is None:
         sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
         df_seed = sum(f for f, _ in sides)
@@ -278,16 +258,13 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
     return diff, diff - half, diff + half
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, shift: tuple | None = None) -> Paired:
+def paired_difference(a: np.ndarray, b: np.ndarray) -> Paired:
     """The difference mean accuracy(a) - mean accuracy(b) with its interval (:data:`PAIRED_METHOD`).
-
-    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order.
-    ``shift``: (variance beyond image noise, whole variance, degrees of freedom) of whole-run accuracy over seeds,
-    pooled over more configurations (benchmarks/calibration.py's seed_shift); by default from the pair's seeds."""
+    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape[1] != b.shape[1]:
         raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
-    diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None], shift))
+    diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None]))
     pa, pb = a.mean(0), b.mean(0)
     return Paired(diff, lo, hi, float((pa * (1 - pb)).sum()), float((pb * (1 - pa)).sum()), a.shape[1],
                   (a.shape[0], b.shape[0]))
@@ -302,7 +279,7 @@ def paired(ga: Group, gb: Group, split: str) -> Paired:
     return paired_difference(a, b)
 
 
-def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
+def verdict(ga: Group, gb: Group, split: str = "test") -> str:
     """The paired comparison of two configurations on ``split``, in a sentence a student can read."""
     p = paired(ga, gb, split)
     what = f"{ga.label} vs {gb.label}: {p.interval()} {split} accuracy"
@@ -311,11 +288,10 @@ def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
     one_seed = (" With one seed a side the interval covers only which images were drawn, not seed-to-seed "
                 "noise: train more seeds before trusting it." if min(p.seeds) == 1 else "")
     if p.distinguishable:
-        return p, f"{what} - distinguishable: {images}.{one_seed}"
+        return f"{what} - distinguishable: {images}.{one_seed}"
     if p.diff == 0 and p.a_only == 0 and p.b_only == 0:
-        return p, f"{what} - identical predictions on every image."
-    half = (p.hi - p.lo) / 2
-    need = (half / abs(p.diff)) ** 2 if p.diff else math.inf
+        return f"{what} - identical predictions on every image."
+    need = ((p.hi - p.lo) / 2 / abs(p.diff)) ** 2 if p.diff else math.inf   # half-width ~ 1/sqrt(images)
     if not math.isfinite(need):
         more = "there is no difference to separate"
     elif need < 2:
@@ -323,48 +299,38 @@ def verdict(ga: Group, gb: Group, split: str = "test") -> tuple[Paired, str]:
     else:
         more = (f"if seed-to-seed noise is small, separating a difference this size would take about {need:.0f}x "
                 f"as many {split} images")
-    return p, f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}.{one_seed}"
-
-
-def baselines(own: Group, groups: list[Group]) -> list[Group]:
-    """What a student's net is paired against: each shipped net's configuration with the same pooling, or
-    (a net with its own pooling) each shipped net's best configuration on validation."""
-    shipped = [g for g in groups if not g.records[0].config.net]
-    out = []
-    for model in dict.fromkeys(g.model for g in shipped):
-        gs = [g for g in shipped if g.model == model]
-        out.append(next((g for g in gs if g.pooling == own.pooling), None) or max(gs, key=lambda g: g.mean("val_acc")))
-    return out
+    return f"{what} - NOT distinguishable: the interval includes 0 ({images}); {more}.{one_seed}"
 
 
 def distinguishability(groups: list[Group], split: str = "test") -> str:
     """Per model, every pair of its configurations judged on paired data; every configuration of a student's
-    own net against the shipped nets (:func:`baselines`); every pretrained one against the same from scratch."""
+    own net against each shipped net's configuration with the same pooling (its own pooling: that net's best on
+    validation); every pretrained one against the same net from scratch."""
     pairs = []
     for model in dict.fromkeys(g.model for g in groups):
         gs = [g for g in groups if g.model == model]
         pairs += [(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))]
-    pairs += [(own, base) for own in groups if own.records[0].config.net for base in baselines(own, groups)]
+    shipped = [g for g in groups if not g.records[0].config.net]
+    for own in (g for g in groups if g.records[0].config.net):
+        for model in dict.fromkeys(g.model for g in shipped):
+            gs = [g for g in shipped if g.model == model]
+            pairs.append((own, next((g for g in gs if g.pooling == own.pooling), None)
+                          or max(gs, key=lambda g: g.mean("val_acc"))))
     pairs += [(pre, scratch) for pre in groups if pre.records[0].config.pretrain_epochs for scratch in groups
               if scratch.model == pre.records[0].config.model and scratch.pooling == pre.pooling]   # same net
     lines = []
     for a, b in pairs:
         a, b = (a, b) if a.mean(f"{split}_acc") >= b.mean(f"{split}_acc") else (b, a)
-        lines.append(verdict(a, b, split)[1])
+        lines.append(verdict(a, b, split))
     if not lines:
         return "Only one configuration per model: nothing to distinguish."
-    return "\n".join(lines + [seed_effects(groups, split)])
-
-
-def seed_effects(groups: list[Group], split: str = "test") -> str:
-    """How far each configuration's whole-run accuracy moves from seed to seed beyond what image noise explains
-    (:func:`seed_variance`): the noise that more images cannot remove, only more seeds."""
+    # the noise that more images cannot remove, only more seeds (:func:`seed_variance`)
     sd = [f"{g.label} {math.sqrt(max(float(seed_variance(g.correct(split)[0])), 0)) * 100:.1f}"
           for g in groups if g.n > 1]
     if not sd:
-        return "Seed-to-seed shift: not measurable with one seed per configuration."
-    return (f"Seed-to-seed shift of whole-run {split} accuracy beyond image noise (sd in points; 0 = within image "
-            f"noise; from only 2-3 seeds it is rough): " + ", ".join(sd) + ".")
+        return "\n".join(lines + ["Seed-to-seed shift: not measurable with one seed per configuration."])
+    return "\n".join(lines + [f"Seed-to-seed shift of whole-run {split} accuracy beyond image noise (sd in points; "
+                              f"0 = within image noise; from only 2-3 seeds it is rough): " + ", ".join(sd) + "."])
 
 
 # --- the choice -----------------------------------------------------------------------------------
@@ -378,30 +344,24 @@ class Choice:
 
 def choose(groups: list[Group]) -> Choice:
     """Apply :data:`CHOICE_RULE` to the configurations of one experiment."""
-    if not groups:
-        raise ComparisonError("no completed run records to compare: run the training notebook "
-                              "(or python -m cifarlab train) first")
     if not all(r.metrics.get("n_val") for g in groups for r in g.records):
         raise ComparisonError("these runs have no validation split (val_fraction 0): the choice rule needs "
                               "validation accuracy, and the test set never chooses. The comparison still reports "
                               "them (python -m cifarlab compare without --best); to choose, train with a "
                               "validation split (val_fraction > 0, default 0.1).")
     best = max(groups, key=lambda g: (g.mean("val_acc"), -g.mean("train_seconds")))
-    if len(groups) == 1:
-        tied, why = [best], f"{best.label} is the only configuration compared, so it is chosen."
-    else:
-        tied, notes = [best], []
-        for g in groups:
-            if g is best:
-                continue
-            p = paired(best, g, "val")
-            notes.append(f"{g.label} {-p.diff:+.4f} ({CONFIDENCE:.0%} interval {-p.hi:+.4f} to {-p.lo:+.4f}): "
-                         + ("lower" if p.distinguishable else "tied"))
-            if not p.distinguishable:
-                tied.append(g)
-        why = (f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f} over "
-               f"{best.n} seed{'s' if best.n > 1 else ''}). Paired on the same {best.records[0].metrics['n_val']} "
-               f"validation images, the others differ by: " + "; ".join(notes) + ".")
+    tied, notes = [best], []
+    for g in groups:
+        if g is best:
+            continue
+        p = paired(g, best, "val")
+        notes.append(f"{g.label} {p.interval()}: " + ("lower" if p.distinguishable else "tied"))
+        if not p.distinguishable:
+            tied.append(g)
+    why = (f"{best.label} is the only configuration compared, so it is chosen." if not notes else
+           f"{best.label} has the highest mean validation accuracy ({best.mean('val_acc'):.4f} over "
+           f"{best.n} seed{'s' if best.n > 1 else ''}). Paired on the same {best.records[0].metrics['n_val']} "
+           f"validation images, the others differ by: {'; '.join(notes)}.")
     winner = min(tied, key=lambda g: (g.mean("train_seconds"), g is not best))
     if len(tied) > 1:
         why += (f" Among the tied ({', '.join(g.label for g in tied)}) the fastest wins: {winner.label} "
@@ -427,38 +387,13 @@ _WINS = {"test_acc": (max, "the highest test accuracy"), "shift_consistency": (m
          "mflops": (min, "the fewest FLOPs")}
 
 
-def tradeoffs(groups: list[Group]) -> str:
-    """One sentence per configuration: where it wins among the configurations of its model."""
-    lines = []
-    for model in dict.fromkeys(g.model for g in groups):
-        gs = [g for g in groups if g.model == model]
-        if len(gs) < 2:
-            continue
-        for g in gs:
-            wins = [what for key, (best, what) in _WINS.items()
-                    if all(math.isfinite(h.mean(key)) for h in gs) and g.mean(key) == best(h.mean(key) for h in gs)]
-            lines.append(f"{g.label}: " + (", ".join(wins) if wins else "wins on none of these") + ".")
-    return "\n".join(lines)
-
-
-def other_winners(groups: list[Group], chosen: Group) -> str:
-    """When another tactic of the chosen net would win on robustness or cost, say so beside the choice."""
-    notes = []
-    mine = [g for g in groups if g.model == chosen.model]
-    for key, what, fmt in (("shift_consistency", "shift consistency", "{:.4f}"),
-                           ("latency_ms_b1", "inference latency", "{:.3f} ms"), ("mflops", "FLOPs", "{:.1f} M")):
-        best_fn = _WINS[key][0]
-        vals = {g.label: g.mean(key) for g in mine if math.isfinite(g.mean(key))}
-        if chosen.label not in vals:
-            continue
-        winner = best_fn(vals, key=vals.get)
-        if winner != chosen.label:
-            notes.append(f"on {what}, {winner} would win ({fmt.format(vals[winner])} vs "
-                         f"{fmt.format(vals[chosen.label])})")
-    if not notes:
-        return f"{chosen.label}, chosen on validation accuracy, also wins on shift consistency and cost."
-    return (f"The rule chooses on validation accuracy ({chosen.label}); among its net's tactics, " + "; ".join(notes)
-            + ". Pick by what your use needs.")
+def _winners(gs: list[Group], key: str) -> list[Group]:
+    """The configurations best on ``key`` among ``gs`` (all of them when tied); none when one lacks the measure."""
+    means = [g.mean(key) for g in gs]
+    if not all(math.isfinite(m) for m in means):
+        return []
+    best = _WINS[key][0](means)
+    return [g for g, m in zip(gs, means) if m == best]
 
 
 def _pm(mean: float, std: float, n: int, digits: int) -> str:
@@ -467,11 +402,10 @@ def _pm(mean: float, std: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def table(groups: list[Group], columns=QUALITY, model: str | None = None) -> str:
+def table(groups: list[Group], columns=QUALITY) -> str:
     """A text table: one row per configuration, mean ± std over seeds of each column."""
-    rows = [g for g in groups if model is None or g.model == model]
     head = ["config", "seeds"] + [name for _, name, _ in columns]
-    body = [[g.label, str(g.n)] + [_pm(g.mean(k), g.std(k), g.n, d) for k, _, d in columns] for g in rows]
+    body = [[g.label, str(g.n)] + [_pm(g.mean(k), g.std(k), g.n, d) for k, _, d in columns] for g in groups]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
@@ -501,8 +435,7 @@ class Comparison:
                          + "; ".join(e.name for e in self.others))
         if self.dry_runs:
             lines.append(f"({self.dry_runs} dry-run record{'s' if self.dry_runs > 1 else ''} ignored)")
-        for r in self.experiment.diverged:
-            lines.append(f"diverged, not compared: {r.config.title} - {r.path}")
+        lines += [f"diverged, not compared: {r.config.title} - {r.path}" for r in self.experiment.diverged]
         lines += [f"not read: {s}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -511,14 +444,32 @@ class Comparison:
                           "Cost and overfitting (train s = training seconds per run):", table(self.groups, COST)])
 
     def tradeoffs(self) -> str:
-        """The trade-offs table (accuracy, shift consistency, training and inference cost), where each
-        configuration wins, and whether another would win on robustness or cost."""
+        """The trade-offs table, where each configuration wins among its net's, and whether another tactic of
+        the chosen net would win on robustness or cost (docs/statistics.md, "What else the tactics change")."""
         lines = ["Trade-offs (mean ± std over seeds; shift consistency: same class under two random shifts of "
                  "up to 4 pixels; ms/image: ONNX in onnxruntime, batch 1, on "
                  f"{self.groups[0].records[0].metrics.get('latency_machine', 'this CPU')}):",
-                 table(self.groups, TRADEOFFS), "", tradeoffs(self.groups)]
+                 table(self.groups, TRADEOFFS), ""]
+        for model in dict.fromkeys(g.model for g in self.groups):
+            gs = [g for g in self.groups if g.model == model]
+            if len(gs) < 2:
+                continue
+            wins = {key: _winners(gs, key) for key in _WINS}
+            for g in gs:
+                said = [what for key, (_, what) in _WINS.items() if g in wins[key]]
+                lines.append(f"{g.label}: " + (", ".join(said) if said else "wins on none of these") + ".")
         if self.choice is not None:
-            lines += ["", other_winners(self.groups, self.choice.group)]
+            chosen, notes = self.choice.group, []
+            for key, what, fmt in (("shift_consistency", "shift consistency", "{:.4f}"),
+                                   ("latency_ms_b1", "inference latency", "{:.3f} ms"),
+                                   ("mflops", "FLOPs", "{:.1f} M")):
+                best = _winners([g for g in self.groups if g.model == chosen.model], key)
+                if best and chosen not in best:
+                    notes.append(f"on {what}, {best[0].label} would win ({fmt.format(best[0].mean(key))} vs "
+                                 f"{fmt.format(chosen.mean(key))})")
+            lines += ["", (f"The rule chooses on validation accuracy ({chosen.label}); among its net's tactics, "
+                           f"{'; '.join(notes)}. Pick by what your use needs." if notes else
+                           f"{chosen.label}, chosen on validation accuracy, also wins on shift consistency and cost.")]
         return "\n".join(lines)
 
     def decision(self) -> str:
@@ -574,11 +525,8 @@ def compare(runs, experiment=None, records=None) -> Comparison:
 
 
 def compare_and_save(runs, best=None, experiment=None, data_dir=None) -> Comparison:
-    """Compare, choose, and save the chosen run to ``best`` (:meth:`Comparison.save`): what
-    ``python -m cifarlab compare --best`` calls (notebook 02 does the two steps in cells of their own).
-
-    ``best`` is checked before anything else; it is replaced only when it is a previous best folder.
-    ``best=None`` compares without saving (as ``compare`` without ``--best``): ``.saved`` stays None."""
+    """Compare, choose, and save the chosen run to ``best`` (``python -m cifarlab compare [--best]``; notebook
+    02 does the two steps in cells of their own). ``best`` is checked before anything else."""
     from .export import check_best_target
 
     if best is not None:

@@ -1,8 +1,6 @@
-"""Judging a trained model: final metrics, per-class reports, confusion matrix, overfitting, and what
-else a pooling tactic changes - robustness to small shifts, and cost (parameters, FLOPs, latency).
-
-The test set is used here once per final model; everything that chooses (epochs, configs)
-uses the validation split.
+"""Judging a trained model, on the test set once: final metrics, per-class reports, confusion matrix,
+overfitting, and what else a pooling tactic changes - robustness to small shifts, and cost (parameters,
+FLOPs, latency). The metrics are listed in docs/records.md and docs/statistics.md.
 """
 from __future__ import annotations
 
@@ -33,12 +31,8 @@ class Evaluation:
 
 
 def overfitting(history: list[dict], train_loss: float, train_acc: float, val_loss: float, val_acc: float) -> dict:
-    """How much the run overfit, measured on data the model does not train on.
-
-    * ``acc_gap`` - train minus validation accuracy at the end (both in eval mode, no augmentation);
-    * ``loss_gap`` - validation minus train cross-entropy at the end;
-    * ``val_loss_rise`` - how far the validation loss rose after its minimum (0 if it never did),
-      with the epoch of that minimum."""
+    """How much the run overfit (docs/records.md): train - validation accuracy and validation - train loss at
+    the end (both in eval mode, no augmentation), and how far the validation loss rose after its minimum."""
     val_losses = np.array([h["val_loss"] for h in history], dtype=float)
     finite = np.isfinite(val_losses)
     if finite.any():
@@ -63,8 +57,6 @@ def shift_images(x: torch.Tensor, dx, dy) -> torch.Tensor:
     dx, dy = (torch.as_tensor(d, device=x.device).reshape(-1, 1) for d in (dx, dy))
     rows = (torch.arange(h, device=x.device) - dy).clamp(0, h - 1)   # (1 or n, h)
     cols = (torch.arange(w, device=x.device) - dx).clamp(0, w - 1)
-    if rows.shape[0] == 1 and cols.shape[0] == 1:
-        return x[:, rows[0]][:, :, cols[0]]
     idx = torch.arange(n, device=x.device)[:, None, None]
     return x[idx, rows.expand(n, h)[:, :, None], cols.expand(n, w)[:, None, :]]
 
@@ -76,9 +68,8 @@ def random_shift_pairs(n: int, max_shift: int = max(SHIFTS), seed: int = 0) -> t
 
 
 def shift_consistency(predict, x: torch.Tensor, pairs: torch.Tensor) -> float:
-    """Share of images whose predicted class is the same under two shifts (Zhang, "Making Convolutional
-    Networks Shift-Invariant Again", ICML 2019). ``predict``: images -> classes; ``pairs``: (2, 2, n)
-    from :func:`random_shift_pairs`."""
+    """Share of images whose predicted class is the same under two shifts (Zhang, ICML 2019; docs/statistics.md).
+    ``predict``: images -> classes; ``pairs``: (2, 2, n) from :func:`random_shift_pairs`."""
     if len(x) == 0:
         return float("nan")
     a, b = (np.asarray(predict(shift_images(x, p[0], p[1]))) for p in pairs)
@@ -114,9 +105,8 @@ def forward_flops(model: nn.Module) -> int:
 
 
 def measures(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> dict:
-    """What else a pooling tactic changes, measured on the test set by the final model: shift robustness,
-    parameters, forward FLOPs per image, and latency. The model runs exported to ONNX in onnxruntime
-    (2-3x faster than PyTorch here, so measuring costs a few percent of a run), as it would be deployed."""
+    """What else a pooling tactic changes, on the test set by the final model: shift robustness, parameters,
+    forward FLOPs per image, and latency - in onnxruntime, as deployed and 2-3x faster than PyTorch here."""
     from .export import onnx_latency, onnx_predict, onnx_session
     t0 = time.perf_counter()
     sess = onnx_session(model)
@@ -128,10 +118,8 @@ def measures(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor) -> di
 
 def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
     """Final numbers of a trained model: train/val (eval mode, no augmentation) and the test set, once.
-
-    Computed on the CPU in fp32 whatever device trained (a copy of the model goes there): the
-    recorded logits are then what a reload on any machine recomputes, up to float rounding -
-    a GPU's TF32 convolutions or a bf16 autocast never leak into the record."""
+    On the CPU in fp32 whatever device trained, so a reload on any machine recomputes the recorded logits
+    (docs/statistics.md, "Reload anywhere"): a GPU's TF32 or a bf16 autocast never leaks into the record."""
     model, cfg = result.model, result.config
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
@@ -168,8 +156,7 @@ def evaluate_final(result: TrainResult, subset: Subset) -> Evaluation:
         "overfitting": overfitting(result.history, train_loss, train_acc, val_loss, val_acc),
     }
     if cfg.tta_flip:
-        # Reported beside, never instead of, the plain numbers.
-        # The plain logits are above: only the mirrored images need a forward pass.
+        # Reported beside, never instead of, the plain numbers; only the mirrored images need a forward pass.
         for s in ("val", "test"):
             mirrored = predict_logits(model, getattr(data, f"x_{s}").flip(2))
             metrics[f"{s}_acc_tta"] = loss_acc((logits[s] + mirrored) / 2, getattr(data, f"y_{s}"))[1]

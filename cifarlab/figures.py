@@ -1,9 +1,5 @@
-"""Every figure the lab draws, in one place.
-
-* training curves (the template's two panels) and the confusion matrix - in each run record;
-* comparison plots (accuracy and time per configuration, validation curves) - the summary;
-* image grids (examples per class, predictions), what each pooling tactic does to an image, and the
-  picker's thumbnail strips.
+"""Every figure the lab draws: training curves and confusion matrix (each run record), comparison plots,
+image grids, what each pooling tactic does to an image, and the picker's thumbnail strips.
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state: safe in scripts, threads
 and workers); :func:`show` renders them in a notebook. This module imports nothing else of cifarlab.
@@ -29,11 +25,10 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
     if history:
         ep = np.array([h["epoch"] for h in history])
         for ax, key, label in ((axes[0], "loss", "cross-entropy"), (axes[1], "acc", "accuracy")):
-            mean = np.array([h[f"train_{key}"] for h in history])
             ax.fill_between(ep, [h[f"train_{key}_p25"] for h in history], [h[f"train_{key}_p75"] for h in history],
                             alpha=0.25, color="C0", label="train 25-75% of batches")
-            ax.plot(ep, mean, color="C0", label="train (mean)")
-            val = np.array([np.nan if h.get(f"val_{key}") is None else h[f"val_{key}"] for h in history], dtype=float)
+            ax.plot(ep, [h[f"train_{key}"] for h in history], color="C0", label="train (mean)")
+            val = np.array([h.get(f"val_{key}") for h in history], dtype=float)   # None (no val split): nan
             if np.isfinite(val).any():
                 ax.plot(ep, val, color="C1", label="validation")
             if best_epoch:
@@ -51,8 +46,7 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
 def confusion_figure(cm: np.ndarray, names, title: str = "test set") -> Figure:
     """The confusion matrix (rows: true class), counts in the cells, drawn by scikit-learn."""
     from sklearn.metrics import ConfusionMatrixDisplay
-    k = len(names)
-    size = max(4.5, 0.5 * k + 2.5)
+    size = max(4.5, 0.5 * len(names) + 2.5)
     fig = Figure(figsize=(size, size * 0.9), layout="constrained")
     ax = fig.subplots()
     ConfusionMatrixDisplay(cm, display_labels=list(names)).plot(ax=ax, cmap="Blues", xticks_rotation=45,
@@ -65,9 +59,8 @@ def confusion_figure(cm: np.ndarray, names, title: str = "test set") -> Figure:
 
 
 def plot_comparison(groups) -> Figure:
-    """Validation and test accuracy (mean ± std over seeds) and training seconds per configuration.
-
-    ``groups``: objects with ``label``, ``mean(key)`` and ``std(key)`` (cifarlab.comparison.Group)."""
+    """Validation and test accuracy (mean ± std over seeds) and training seconds per configuration
+    (``groups``: cifarlab.comparison.Group, or anything with ``label``, ``mean(key)`` and ``std(key)``)."""
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(groups))
@@ -78,15 +71,13 @@ def plot_comparison(groups) -> Figure:
     vals = [g.mean(k) - g.std(k) for g in groups for k in ("val_acc", "test_acc")]
     lo = np.nanmin(vals) if np.isfinite(vals).any() else 0.0
     ax1.set_ylim(max(0.0, lo - 0.05), 1.0)
-    ax1.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-    ax1.set_ylabel("accuracy (mean ± std over seeds)")
     ax1.legend()
-    ax1.grid(axis="y", alpha=0.3)
     ax2.bar(x, [g.mean("train_seconds") for g in groups], 0.6, yerr=[g.std("train_seconds") for g in groups],
             capsize=4, color="C2")
-    ax2.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-    ax2.set_ylabel("training seconds per run")
-    ax2.grid(axis="y", alpha=0.3)
+    for ax, ylabel in ((ax1, "accuracy (mean ± std over seeds)"), (ax2, "training seconds per run")):
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
     return fig
 
 
@@ -101,9 +92,9 @@ def plot_shift_accuracy(groups) -> Figure:
             continue
         shifts = recs[0].metrics["shift_acc"]["shifts"]
         for ax, axis in zip(axes, ("horizontal", "vertical")):
-            v = np.array([[np.nan if a is None else a for a in r.metrics["shift_acc"][axis]] for r in recs], float)
-            ls = "-" if g.model == "improved" else "--"
-            ax.plot(shifts, np.nanmean(v, 0), color=f"C{i % 10}", ls=ls, marker="o", ms=3, label=g.label)
+            v = np.array([r.metrics["shift_acc"][axis] for r in recs], dtype=float)    # None (no images): nan
+            ax.plot(shifts, np.nanmean(v, 0), color=f"C{i % 10}", ls="-" if g.model == "improved" else "--",
+                    marker="o", ms=3, label=g.label)
             if len(recs) > 1:
                 ax.fill_between(shifts, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{i % 10}", alpha=0.15)
     for ax, axis in zip(axes, ("horizontal", "vertical")):
@@ -124,8 +115,7 @@ def plot_validation_curves(groups) -> Figure:
         n = min(len(r.history) for r in g.records)
         ep = np.arange(1, n + 1)
         for ax, key in zip(axes, ("val_acc", "val_loss")):
-            v = np.array([[np.nan if h.get(key) is None else h[key] for h in r.history[:n]] for r in g.records],
-                         dtype=float)
+            v = np.array([[h.get(key) for h in r.history[:n]] for r in g.records], dtype=float)
             if np.isfinite(v).any():
                 ax.plot(ep, np.nanmean(v, 0), color=f"C{i % 10}", label=g.label,
                         ls="-" if g.model == "improved" else "--")
@@ -176,10 +166,8 @@ def examples_figure(images, labels, names, per_class: int = 8, seed: int = 0) ->
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
         for j in range(per_class):
             ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set_visible(False)
             if j < len(pick):
                 ax.imshow(images[pick[j]], interpolation="nearest")
             if j == 0:
@@ -209,15 +197,13 @@ def pooling_figure(image) -> Figure:
         ax.imshow(m[0, 0].numpy(), cmap="magma", vmin=0, vmax=top, interpolation="nearest")
         ax.set_title(f"{title}\n{m.shape[-2]}x{m.shape[-1]}", fontsize=9)
     for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig
 
 
 def predictions_figure(images, true, pred, names, n: int = 24, cols: int = 8, seed: int = 0) -> Figure:
-    """A grid of test images titled "pred (true)": green when right, red when wrong.
-
-    Shows the wrong ones first (up to half the grid), then random right ones."""
+    """A grid of test images titled "pred (true)", green when right, red when wrong: the wrong ones first
+    (up to half the grid), then random right ones."""
     images, true, pred = _np(images), _np(true), _np(pred)
     rng = np.random.default_rng(seed)
     wrong = np.flatnonzero(pred != true)
@@ -238,11 +224,8 @@ def predictions_figure(images, true, pred, names, n: int = 24, cols: int = 8, se
 
 
 def show(*figs) -> None:
-    """Display matplotlib Figures in a notebook as PNG images.
-
-    The library draws on plain ``Figure`` objects (no pyplot state, safe in scripts and
-    threads); IPython only knows how to render those once pyplot's inline backend is
-    active, so they are rendered to PNG here, which works in Jupyter, Colab and papermill."""
+    """Display Figures in a notebook as PNG images (IPython renders a plain ``Figure`` only once pyplot's
+    inline backend is active; a PNG works in Jupyter, Colab and papermill)."""
     from IPython.display import Image, display
     for fig in figs:
         buf = io.BytesIO()
@@ -250,14 +233,12 @@ def show(*figs) -> None:
         display(Image(data=buf.getvalue(), format="png"))
 
 
-def strip_png(images, scale: int = 2) -> bytes:
-    """A row of images as one PNG (each upscaled ``scale`` times, 2 px gaps): the picker's thumbnails."""
+def strip_png(images) -> bytes:
+    """A row of 32x32 images as one PNG, each shown 64x64 with 2 px gaps: the picker's thumbnails."""
     from PIL import Image
-    n = len(images)
-    s = 32 * scale
-    canvas = Image.new("RGB", (n * (s + 2), s), "white")
+    canvas = Image.new("RGB", (len(images) * 66, 64), "white")
     for j, im in enumerate(images):
-        canvas.paste(Image.fromarray(np.asarray(im)).resize((s, s), Image.NEAREST), (j * (s + 2), 0))
+        canvas.paste(Image.fromarray(np.asarray(im)).resize((64, 64), Image.NEAREST), (j * 66, 0))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

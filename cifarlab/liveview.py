@@ -2,17 +2,15 @@
 
 Modes (``make_view(mode)``):
 
-* ``"notebook"`` - a tqdm bar, and every ``config.plot_every`` epochs (default: about 25 redraws
-  a run) ``clear_output(wait=True)`` and the figure redrawn in place, like the course template;
-  a grid of runs reuses one view: one bar and one figure on screen at a time;
-* ``"quiet"`` - for papermill, the command line and CI: about ten short text lines per run, its
-  final bar as one line and one final figure - no flood of redraws in a saved notebook or a log;
-* ``"bar"`` - a text tqdm bar (interactive terminals);
-* ``"none"`` - nothing.
+* ``"notebook"`` - a tqdm bar, and the figure redrawn in place (``clear_output(wait=True)``) every
+  ``config.plot_every`` epochs (default: about 25 redraws a run), like the course template; a grid
+  of runs reuses one view: one bar and one figure on screen at a time;
+* ``"quiet"`` - papermill, the command line, CI: about ten text lines a run, its final bar as one
+  line and one final figure (no flood of redraws in a saved notebook or a log);
+* ``"bar"`` - a text tqdm bar (interactive terminals); ``"none"`` - nothing.
 
-``"auto"`` picks ``notebook`` inside a Jupyter kernel, ``bar`` on a terminal, else ``quiet``;
-``CI`` in the environment always means ``quiet``. Under papermill there is no front end to
-watch, so the notebooks pass ``live=False`` (``quiet``) from their parameters.
+``"auto"`` picks ``notebook`` in a Jupyter kernel, ``bar`` on a terminal, else (and whenever ``CI``
+is set) ``quiet``. Under papermill the notebooks pass ``live=False`` (``quiet``).
 """
 from __future__ import annotations
 
@@ -45,17 +43,8 @@ def show_record(record, curves: bool | None = None) -> None:
     display(Image(filename=str(record.path / "confusion.png")))
 
 
-def redraw_every(cfg, epochs: int) -> int:
-    """Epochs between redraws: ``cfg.plot_every``, else about 25 redraws a run (the course's every
-    20 epochs for its 500)."""
-    return cfg.plot_every or max(1, epochs // 25)
-
-
 class QuietView:
-    """A few text lines per run and the final figure (saved notebooks and logs stay short)."""
-
-    def __init__(self, show_final: bool = False):
-        self.show_final = show_final
+    """A few text lines per run and, in a notebook, the final figure (saved notebooks and logs stay short)."""
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         self.cfg, self.total = cfg, total_steps
@@ -70,9 +59,11 @@ class QuietView:
                   f"val loss {h['val_loss']:.4f} acc {h['val_acc']:.4f}  ({result.train_seconds:.1f} s)", flush=True)
 
     def close(self, result) -> None:
+        from tqdm import tqdm
         # the run's bar as it ended (one line), and its final figure
-        print(_bar_line(self.cfg.title, result.steps, self.total, result.train_seconds), flush=True)
-        if self.show_final and result.history:
+        print(tqdm.format_meter(result.steps, self.total, result.train_seconds, prefix=self.cfg.title, unit="step",
+                                ncols=100), flush=True)
+        if result.history and _in_notebook():
             show(plot_curves(result.history, self.cfg.title, result.best_epoch))
 
 
@@ -81,7 +72,6 @@ class BarView:
 
     def __init__(self, notebook: bool = False):
         self.notebook = notebook
-        self.bar = None
 
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         if self.notebook:
@@ -92,24 +82,18 @@ class BarView:
         self.steps_per_epoch = steps_per_epoch
         self.bar = tqdm(total=total_steps, desc=cfg.title, unit="step")
 
-    def _postfix(self, result) -> None:
+    def epoch_end(self, result) -> None:
         h = result.history[-1]
         self.bar.set_postfix(loss=f"{h['train_loss']:.3f}", val_acc=f"{h['val_acc']:.3f}", refresh=False)
-
-    def epoch_end(self, result) -> None:
-        self._postfix(result)
         self.bar.update(self.steps_per_epoch)
 
-    def close(self, result) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def close(self, result) -> None:   # the engine calls it only after start
+        self.bar.close()
 
 
 class NotebookView(BarView):
-    """tqdm bar plus the two-panel figure, redrawn in place every ``plot_every`` epochs.
-
-    One view can train runs one after another (a grid): each run's start clears the cell's output, so the
-    screen shows one bar and one figure at a time, below ``log`` - a line per run already done."""
+    """The tqdm bar and the two-panel figure, redrawn in place. In a grid each run's start clears the cell's
+    output: one bar and one figure on screen, below ``log`` (a line per run already done)."""
 
     def __init__(self):
         super().__init__(notebook=True)
@@ -124,7 +108,8 @@ class NotebookView(BarView):
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
         self._clear()               # the previous run's bar and figure
         super().start(cfg, total_steps, steps_per_epoch)
-        self.every = redraw_every(cfg, total_steps // steps_per_epoch)
+        # cfg.plot_every, else about 25 redraws a run (the course's every 20 epochs for its 500)
+        self.every = cfg.plot_every or max(1, total_steps // steps_per_epoch // 25)
 
     def _redraw(self, result) -> None:
         from IPython.display import display
@@ -152,16 +137,9 @@ class NoView:
     def close(self, result): pass
 
 
-def _bar_line(title: str, n: int, total: int, seconds: float) -> str:
-    from tqdm import tqdm
-    return tqdm.format_meter(n, total, seconds, prefix=title, unit="step", ncols=100)
-
-
 def make_view(mode="auto"):
-    """A view object for :func:`cifarlab.engine.train` (see the module docstring for the modes).
-
-    ``True``/``False`` are accepted as ``"auto"``/``"quiet"`` (a notebook's ``LIVE`` parameter); a view
-    object is returned as it is (one view for a grid of runs)."""
+    """A view for :func:`cifarlab.engine.train` (the modes: module docstring; ``True``/``False``, a notebook's
+    ``LIVE``: ``"auto"``/``"quiet"``); a view object is returned as it is (one view for a grid of runs)."""
     if hasattr(mode, "epoch_end"):
         return mode
     if mode is True:
@@ -177,8 +155,7 @@ def make_view(mode="auto"):
             mode = "bar"
         else:
             mode = "quiet"
-    views = {"notebook": NotebookView, "bar": BarView, "none": NoView,
-             "quiet": lambda: QuietView(show_final=_in_notebook())}
+    views = {"notebook": NotebookView, "bar": BarView, "none": NoView, "quiet": QuietView}
     if mode not in views:
         raise ValueError(f"view mode must be one of auto, {', '.join(views)}; got {mode!r}")
     return views[mode]()

@@ -1,13 +1,8 @@
 """Across class subsets: is a pooling tactic better in general, or only on the classes one student picked?
 
-A sweep trains the same configurations on several class subsets (experiments). Each subset answers the
-question once, paired on its own images (:func:`cifarlab.comparison.paired`); here the subsets are treated
-as a sample of the subsets a student might pick. Per net and pair of tactics: the difference per subset,
-in how many subsets each side wins, and one pooled difference from a **random-effects meta-analysis**
-(DerSimonian-Laird, with the Hartung-Knapp t interval on k-1 degrees of freedom, never narrower than
-DerSimonian-Laird's; it keeps its 95% with as few as 5-10 subsets): its interval is about subsets in
-general, not only the ones trained. Shift consistency and training time are pooled the same way (their
-per-subset uncertainty from the seeds).
+A sweep's subsets (experiments) are treated as a sample of the subsets a student might pick: per net and
+pair of tactics, the paired difference per subset and a random-effects pooled difference whose interval is
+about subsets in general (the method: docs/statistics.md).
 """
 from __future__ import annotations
 
@@ -85,10 +80,9 @@ def _difference(ga: Group, gb: Group, measure: str):
     if measure == "test_acc":
         p = paired(ga, gb, "test")
         return p.diff, p.lo, p.hi
-    va, vb = ga.values(measure), gb.values(measure)
-    if not (np.isfinite(va).any() and np.isfinite(vb).any()):
-        return None
     d = ga.mean(measure) - gb.mean(measure)
+    if not math.isfinite(d):       # a side without the measure (records older than it)
+        return None
     half = 1.96 * math.sqrt(ga.std(measure) ** 2 / ga.n + gb.std(measure) ** 2 / gb.n)
     return d, d - half, d + half
 
@@ -97,18 +91,15 @@ def _difference(ga: Group, gb: Group, measure: str):
 class Across:
     """A sweep's experiments, answered per net and pair of tactics."""
 
-    runs: str
-    subsets: list[str]
     groups: dict                      # subset -> its configurations (comparison.Group)
     pairs: list[PairAcross]
 
     def table(self, model: str) -> str:
         """Test accuracy per subset and tactic (mean over seeds) for one net."""
-        tactics = [p for p in ("stride", "max", "avg") if any(g.model == model and g.pooling == p
-                                                              for gs in self.groups.values() for g in gs)]
-        width = max(len(s) for s in self.subsets)
+        tactics = list(dict.fromkeys(t for p in self.pairs if p.model == model for t in (p.a, p.b)))
+        width = max(len(s) for s in self.groups)
         lines = [f"{'subset':<{width}}  " + "  ".join(f"{t:>7}" for t in tactics)]
-        for s in self.subsets:
+        for s in self.groups:
             accs = {g.pooling: g.mean("test_acc") for g in self.groups[s] if g.model == model}
             lines.append(f"{s:<{width}}  " + "  ".join(f"{accs[t]:7.4f}" if t in accs else f"{'-':>7}"
                                                        for t in tactics))
@@ -153,8 +144,7 @@ def across_subsets(runs, records=None) -> Across:
             f"--classes vehicles_1 --classes people --models improved --seeds 2 --out {runs}")
     groups = {e.name: group_records(e.records) for e in found}
     pairs = []
-    models = dict.fromkeys(g.model for gs in groups.values() for g in gs)
-    for model in models:
+    for model in dict.fromkeys(g.model for gs in groups.values() for g in gs):
         tactics = [t for t in ("stride", "max", "avg") if any(g.model == model and g.pooling == t
                                                               for gs in groups.values() for g in gs)]
         for i, a in enumerate(tactics):
@@ -173,4 +163,4 @@ def across_subsets(runs, records=None) -> Across:
                         se = [(r[3] - r[2]) / (2 * 1.96) for r in pair.rows]
                         pair.pooled = pool(y, se)
                     pairs.append(pair)
-    return Across(str(runs), list(groups), groups, pairs)
+    return Across(groups, pairs)

@@ -1,15 +1,13 @@
 """The class picker: choose CIFAR-100 classes by name and superclass, with real thumbnails.
 
-    from cifarlab.widgets import ClassPicker
     picker = ClassPicker([0, 55, 58]); picker          # shows the widget in Jupyter / Colab
     picker.ids, picker.names                           # the selection, as Python lists
     picker.make_command                                # make run-all CLASSES="apple otter pickup_truck"
     picker.notebook_parameter                          # CLASSES = [0, 55, 58]  (for 01_train's parameters cell)
     picker.papermill_yaml                              # -y "CLASSES: [0, 55, 58]"
 
-Built from widgets that exist in ipywidgets 7 and 8 (SelectMultiple, Dropdown, Text, HTML,
-Image, Button, boxes), so it works in Colab and classic Jupyter. Without a front end (papermill)
-it can still be built and driven from code; ``str(picker)`` describes the selection.
+Built from widgets that exist in ipywidgets 7 and 8, so it works in Colab and classic Jupyter; without a
+front end (papermill) it can still be driven from code, and ``print(picker)`` describes the selection.
 """
 from __future__ import annotations
 
@@ -29,47 +27,17 @@ def _option(i: int) -> tuple[str, int]:
     return f"{i:2d}: {FINE_NAMES[i]}  ({superclass_of(i)})", i
 
 
-class ThumbnailSource:
-    """Where thumbnails come from: the full dataset when it is on disk, else the shipped sample.
-
-    ``images(fine_id)`` returns uint8 NHWC images and a source tag (``"full"``, ``"sample"``) or
-    ``(None, "placeholder")`` when neither has that class."""
-
-    def __init__(self, data_dir=None, n: int = THUMBS_PER_CLASS):
-        self.data_dir = data_dir
-        self.n = n
-        self._arrays = None
-
-    def _load(self):
-        if self._arrays is None:
-            if full_dataset_on_disk(self.data_dir):
-                x, y = read_split(ensure_dataset(self.data_dir, download=False), "test")
-                self._arrays = (x, y, "full")
-            else:
-                s = load_sample()
-                self._arrays = (s["x_test"], s["y_test"].astype(np.int64), "sample")
-        return self._arrays
-
-    def images(self, fine_id: int):
-        x, y, tag = self._load()
-        idx = np.flatnonzero(y == fine_id)[: self.n]
-        if len(idx) == 0:
-            return None, "placeholder"
-        return x[idx], tag
-
-
 class ClassPicker:
     """An ipywidgets class picker. ``ids``/``names`` always hold the current selection."""
 
-    def __init__(self, initial=(0, 55, 58), data_dir=None, thumbnails: bool = True):
+    def __init__(self, initial=(0, 55, 58), data_dir=None):
         import ipywidgets as W
 
-        self._W = W
-        self.thumbs = ThumbnailSource(data_dir) if thumbnails else None
+        self.data_dir = data_dir
+        self._test_images = None      # read on the first thumbnail shown
         self.thumbnail_sources: dict[int, str] = {}
         self.superclass = W.Dropdown(options=[ALL] + list(COARSE_NAMES), value=ALL, description="superclass")
-        self.filter = W.Text(value="", placeholder="type to filter names", description="filter",
-                             continuous_update=True)
+        self.filter = W.Text(placeholder="type to filter names", description="filter")   # updates as one types
         self.select = W.SelectMultiple(options=[_option(i) for i in range(100)], rows=12,
                                        description="classes", layout=W.Layout(width="420px"))
         self.add_group = W.Button(description="add this superclass", tooltip="select all 5 classes of the superclass")
@@ -117,8 +85,7 @@ class ClassPicker:
     def set_classes(self, spec) -> None:
         """Select exactly these classes (ids, names, superclasses). Unknown names raise
         :class:`ClassSelectionError` with the data layer's message; nothing changes then."""
-        ids = list(select_classes(spec, min_classes=0).ids) if spec not in (None, [], ()) else []
-        self._ids = ids
+        self._ids = list(select_classes(spec, min_classes=0).ids) if spec not in (None, [], ()) else []
         self._refilter()
         self._update()
 
@@ -128,25 +95,18 @@ class ClassPicker:
         members = range(100) if sc == ALL else superclass_members(sc)
         text = self.filter.value.strip().lower().replace(" ", "_")
         shown = [i for i in members if text in FINE_NAMES[i]]
-        # Selected classes stay listed (and selected) whatever the filter says, and come FIRST: the
-        # list shows 12 rows of up to 100, so a selection further down would be out of view and
-        # look unselected.
+        # Selected classes stay listed (and selected) whatever the filter says, and come FIRST: the list
+        # shows 12 rows of up to 100, so a selection further down would be out of view and look unselected.
         chosen = self.ids
         return chosen + [i for i in shown if i not in set(chosen)]
 
     def _refilter(self, _change=None) -> None:
-        """New options for the list, the selection kept. Three state updates, each consistent on
-        its own, in this order: no selection, the new options, the selection again.
-
-        The front end keeps a SelectMultiple's selection as positions (``index``) into its
-        options. Options set while an old index is still set arrive first, and the ipywidgets-8
-        view applies the old positions to the new, shorter list: the browser console logs "Error
-        setting state: Cannot set properties of undefined (setting 'selected')" and part of the
-        selection is not highlighted. Clearing the selection first avoids that on both widget front
-        ends, whatever the old selection was (listing the selection first avoids it only while the
-        selection stays the same). (``hold_sync()``, one message for options and index together, is not an alternative:
-        the ipywidgets-7 front end of Colab applies the index before the new options and then
-        highlights nothing.)"""
+        """New options for the list, the selection kept: three state updates, each consistent on its own -
+        no selection, the new options, the selection again. The front end keeps a SelectMultiple's selection
+        as positions into its options; new options arriving while an old index is set make the ipywidgets-8
+        view apply the old positions to the new, shorter list ("Error setting state: Cannot set properties of
+        undefined (setting 'selected')", part of the selection not highlighted). ``hold_sync()`` is no
+        alternative: Colab's ipywidgets-7 front end applies the index before the new options, highlighting none."""
         self._syncing = True
         try:
             self.select.value = ()
@@ -165,9 +125,7 @@ class ClassPicker:
         if self.superclass.value == ALL:
             self.message.value = "<b>Pick a superclass first</b>, then press the button to add its 5 classes."
             return
-        self._ids = sorted(set(self._ids) | set(superclass_members(self.superclass.value)))
-        self._refilter()
-        self._update()
+        self.set_classes(sorted(set(self._ids) | set(superclass_members(self.superclass.value))))
 
     def _update(self) -> None:
         if self.valid:
@@ -181,16 +139,27 @@ class ClassPicker:
             self.command.value = ""
         self._update_gallery()
 
+    def _thumbnails(self, fine_id: int):
+        """Test images of a class (uint8 NHWC) and where they come from: the full dataset when it is on disk,
+        else the shipped sample (read once); ``(None, "placeholder")`` when neither has that class."""
+        if self._test_images is None:
+            if full_dataset_on_disk(self.data_dir):
+                self._test_images = (*read_split(ensure_dataset(self.data_dir, download=False), "test"), "full")
+            else:
+                s = load_sample()
+                self._test_images = (s["x_test"], s["y_test"].astype(np.int64), "sample")
+        x, y, tag = self._test_images
+        idx = np.flatnonzero(y == fine_id)[:THUMBS_PER_CLASS]
+        return (x[idx], tag) if len(idx) else (None, "placeholder")
+
     def _update_gallery(self) -> None:
-        W = self._W
+        import ipywidgets as W
         rows = []
         self.thumbnail_sources = {}
         for i in self.ids:
-            if self.thumbs is None:
-                continue
-            images, tag = self.thumbs.images(i)
+            images, tag = self._thumbnails(i)
             self.thumbnail_sources[i] = tag
-            png = strip_png(images) if images is not None else placeholder_png(width=THUMBS_PER_CLASS * 66)
+            png = strip_png(images) if images is not None else placeholder_png()
             note = {"full": "", "sample": " (shipped sample)",
                     "placeholder": " - no images here: the full dataset is not on disk yet "
                                    "(it is downloaded when you train)"}[tag]
@@ -220,5 +189,3 @@ def picked(picker: "ClassPicker | None", default):
                                   f"least two, or set USE_PICKER = False to train on CLASSES = {default!r}")
     return picker.ids
 
-
-__all__ = ["ClassPicker", "ClassSelectionError", "picked", "ThumbnailSource"]

@@ -377,7 +377,7 @@ def test_13_copies_are_counted_once(tmp_path):
 def test_13_picker_with_one_class_says_so():
     from cifarlab.classes import ClassSelectionError
     from cifarlab.widgets import ClassPicker, picked
-    picker = ClassPicker([0, 55, 58], thumbnails=False)
+    picker = ClassPicker([0, 55, 58])
     assert picked(picker, [1, 2]) == [0, 55, 58] and picked(None, [1, 2]) == [1, 2]
     picker.set_classes([7])
     with pytest.raises(ClassSelectionError, match=r"picker holds 1 class\(es\) \['beetle'\].*USE_PICKER = False"):

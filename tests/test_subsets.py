@@ -42,7 +42,7 @@ def test_a_true_gap_is_found_at_least_as_often_as_by_the_previous_method():
 
 @pytest.mark.parametrize("mult, most", [((1, 1), 130), ((1, 2), 130)], ids=["alike", "one tactic 2x"])
 def test_a_pooled_seed_shift_keeps_false_positives_and_finds_more(mult, most):
-    # The seed shift pooled over 10 subsets of each tactic (paired_difference's shift=): as many false positives
+    # The seed shift pooled over 10 subsets of each tactic (paired_interval's shift): as many false positives
     # as the pair's own seeds when every configuration of a tactic shifts alike (<= 130 of 2000, see above),
     # and more power at a 3-point gap (measured 21% vs 14% at the sweep's shift).
     rng = np.random.default_rng(9)
