@@ -1,6 +1,6 @@
 """Speed: the engine vs the course template's own loop vs the arithmetic floor.
 
-    python benchmarks/speed.py [--epochs 30] [--repeats 7] [--device auto] [--pooling avg]
+    python benchmarks/speed.py [--epochs 30] [--repeats 15] [--device auto] [--pooling avg]
 
 Same data (classes 0, 55, 58: the 1,350-image training split, the 150-image validation split
 evaluated after every epoch), same template model, batch size 128, same number of epochs:
@@ -17,7 +17,8 @@ Then the improved preset's epochs in fp32 and in bf16 (``--improved-epochs``). T
 name the machine: processor or GPU, its native bf16 support, torch's CPU capability, threads.
 
 The contenders alternate over ``--repeats`` rounds and the median is reported (the minimum beside it:
-on a shared machine, interference only ever adds time); the device
+on a shared machine, interference only ever adds time). A 30-epoch timing takes ~3 s and the floor's own
+timings spread by a third on a 2-core machine, so 15 rounds, not fewer, before the medians settle; the device
 is synchronized around every timing. The last line is
 
   engine speedup vs template loop: <r>x (template <s> s/epoch, engine <s> s/epoch, floor <s> s/epoch, overhead <p>%)
@@ -116,7 +117,7 @@ def improved_epochs(sub, device, epochs, precision):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)   # 7 left the median within the floor's own spread
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pooling", default="avg")
     ap.add_argument("--improved-epochs", type=int, default=3,
