@@ -64,8 +64,7 @@ def run_grid(configs, out="runs", subset: Subset | None = None, data_dir=None, l
     """:func:`run` for each config, one after another, with one live view for all (a notebook shows one
     bar and one figure at a time). Returns (config, "trained" / "skipped" / "diverged", record) per run;
     a run that diverges is said in one line and the grid goes on."""
-    for cfg in configs:   # before anything trains
-        check_pretraining_data(cfg, data_dir)
+    check_pretraining_data(configs, data_dir)
     view, done = make_view(live), []
     for i, cfg in enumerate(configs, 1):
         try:

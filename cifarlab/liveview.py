@@ -46,10 +46,12 @@ def show_record(record, curves: bool | None = None) -> None:
 class QuietView:
     """A few text lines per run and, in a notebook, the final figure (saved notebooks and logs stay short)."""
 
+    title = None    # when set, shown instead of the run's own title (cifarlab.pretrain: "backbone ...")
+
     def start(self, cfg, total_steps: int, steps_per_epoch: int) -> None:
-        self.cfg, self.total = cfg, total_steps
+        self.name, self.total = self.title or cfg.title, total_steps
         self.every = max(1, round(total_steps / steps_per_epoch / 10))    # about ten lines a run
-        print(f"training {cfg.title}: {total_steps} steps", flush=True)
+        print(f"training {self.name}: {total_steps} steps", flush=True)
 
     def epoch_end(self, result) -> None:
         h = result.history[-1]
@@ -61,14 +63,16 @@ class QuietView:
     def close(self, result) -> None:
         from tqdm import tqdm
         # the run's bar as it ended (one line), and its final figure
-        print(tqdm.format_meter(result.steps, self.total, result.train_seconds, prefix=self.cfg.title, unit="step",
+        print(tqdm.format_meter(result.steps, self.total, result.train_seconds, prefix=self.name, unit="step",
                                 ncols=100), flush=True)
         if result.history and _in_notebook():
-            show(plot_curves(result.history, self.cfg.title, result.best_epoch))
+            show(plot_curves(result.history, self.name, result.best_epoch))
 
 
 class BarView:
     """A tqdm bar over all steps, advanced once per epoch (no per-step host work)."""
+
+    title = None    # as QuietView's
 
     def __init__(self, notebook: bool = False):
         self.notebook = notebook
@@ -78,9 +82,9 @@ class BarView:
             from tqdm.auto import tqdm
         else:
             from tqdm import tqdm
-        self.cfg = cfg
+        self.name = self.title or cfg.title
         self.steps_per_epoch = steps_per_epoch
-        self.bar = tqdm(total=total_steps, desc=cfg.title, unit="step")
+        self.bar = tqdm(total=total_steps, desc=self.name, unit="step")
 
     def epoch_end(self, result) -> None:
         h = result.history[-1]
@@ -118,7 +122,7 @@ class NotebookView(BarView):
         container = getattr(self.bar, "container", None)  # the widget bar, shown again after the clear
         if container is not None:
             display(container)
-        show(plot_curves(result.history, self.cfg.title, result.best_epoch))
+        show(plot_curves(result.history, self.name, result.best_epoch))
 
     def epoch_end(self, result) -> None:
         super().epoch_end(result)

@@ -71,13 +71,14 @@ def backbone_path(out, cfg: RunConfig) -> Path:
     return Path(out) / "backbones" / name
 
 
-def check_pretraining_data(cfg: RunConfig, data_dir=None) -> None:
-    """Before anything trains: a pretrained run needs the full CIFAR-100, which the shipped sample is not."""
-    if cfg.pretrain_epochs and data_source(cfg.classes, data_dir) == "sample":
-        raise PretrainError(
-            f"{cfg.net_name} pretrains on the {100 - len(cfg.classes)} classes you did not pick, and only the "
-            f"sample shipped with cifarlab (classes 0, 55, 58) is here: get the full CIFAR-100 first with "
-            f"python -m cifarlab download (170 MB; or point $CIFARLAB_DATA at a folder holding it)")
+def check_pretraining_data(configs, data_dir=None) -> None:
+    """Before any of ``configs`` trains: a pretrained run needs the full CIFAR-100, which the shipped sample is not."""
+    for cfg in configs:
+        if cfg.pretrain_epochs and data_source(cfg.classes, data_dir) == "sample":
+            raise PretrainError(
+                f"{cfg.net_name} pretrains on the {100 - len(cfg.classes)} classes you did not pick, and only the "
+                f"sample shipped with cifarlab (classes 0, 55, 58) is here: get the full CIFAR-100 first with "
+                f"python -m cifarlab download (170 MB; or point $CIFARLAB_DATA at a folder holding it)")
 
 
 def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Backbone:
@@ -90,13 +91,18 @@ def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Ba
             raise PretrainError(f"{folder} holds another backbone than its name says (edited or copied by hand); "
                                 f"delete it and run again to pretrain afresh")
         return Backbone(pre, load_state_dict_safely(folder / "backbone.pt"), info)
-    check_pretraining_data(cfg, data_dir)
+    check_pretraining_data([cfg], data_dir)
     data = load_subset(pre.classes, data_dir=data_dir, val_fraction=VAL_FRACTION, verbose=False)
     data = dataclasses.replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])   # never a test image
     say(f"pretraining {pre.model}/{pre.pooling} on {len(data.y_train)} train images of the {len(pre.classes)} "
         f"classes you did not pick, {pre.epochs} epochs (once: every run asking for it reuses it)")
-    title = f"backbone {pre.model}/{pre.pooling} on the {len(pre.classes)} other classes"
-    result = train(pre, data, _Titled(view, title) if view else None)
+    if view is not None:    # the run's view, showing the pretraining under its own title
+        view.title = f"backbone {pre.model}/{pre.pooling} on the {len(pre.classes)} other classes"
+    try:
+        result = train(pre, data, view)
+    finally:
+        if view is not None:
+            view.title = None
     h = result.history[-1]
     info = {"backbone_id": pre.run_id, "folder": str(Path("backbones") / folder.name),
             "without_classes": list(cfg.classes), "train_images": len(data.y_train), "epochs": result.epochs_run,
@@ -117,30 +123,6 @@ def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Ba
 def summary(info: dict) -> dict:
     """What a run's record says of its backbone (its history stays in backbone.json)."""
     return {k: v for k, v in info.items() if k not in ("config", "history")}
-
-
-class _Titled:
-    """A run's live view, showing the pretraining under its own title."""
-
-    def __init__(self, view, title: str):
-        self.view, self.title = view, title
-
-    def start(self, cfg, total_steps, steps_per_epoch):
-        self.view.start(_Renamed(cfg, self.title), total_steps, steps_per_epoch)
-
-    def epoch_end(self, result):
-        self.view.epoch_end(result)
-
-    def close(self, result):
-        self.view.close(result)
-
-
-class _Renamed:
-    def __init__(self, cfg, title):
-        self._cfg, self.title = cfg, title
-
-    def __getattr__(self, name):
-        return getattr(self._cfg, name)
 
 
 __all__ = ["Backbone", "PretrainError", "get_backbone", "backbone_config", "check_pretraining_data"]

@@ -587,21 +587,14 @@ class SweepResult:
 
     def report(self) -> str:
         """Everything a person reads: per experiment its comparison, then (several subsets) the answer across them."""
-        from .comparison import CHOICE_RULE, PAIRED_METHOD, Comparison
+        from .comparison import Comparison
         comparisons = self.comparisons()
         parts = [self.header()]
         for cfg_id, why in self.failed.items():
             cfg = next(c for c in self.sweep.configs if c.run_id == cfg_id)
             parts.append(f"FAILED, no record: {cfg.title} on {cfg.experiment_name}: {why}")
-        if any(isinstance(c, Comparison) for c in comparisons):
-            parts.append("Rule: " + CHOICE_RULE + "\nPaired verdicts: " + PAIRED_METHOD)
-        for c in comparisons:
-            if isinstance(c, Comparison):
-                choice = c.choice.explanation if c.choice else c.no_choice
-                parts.append("\n".join([f"=== {c.experiment.name} ===", c.summary(), "", c.tables(), "",
-                                        "Choice: " + choice, "", "Paired test verdicts:", c.verdicts]))
-            else:
-                parts.append(f"=== {c}")
+        for c in comparisons:   # each as `python -m cifarlab compare` prints it, or why there is none
+            parts.append(f"=== {c.experiment.name} ===\n{c.report()}" if isinstance(c, Comparison) else f"=== {c}")
         if sum(isinstance(c, Comparison) for c in comparisons) > 1:   # several subsets: is the answer general?
             from .subsets import across_subsets
             parts.append("Across subsets, pooled (notebook 04_across_subsets):\n" + across_subsets(self.out).report())
@@ -646,8 +639,7 @@ def run_sweep(sweep: Sweep, out="sweep", *, engine: str = "local", address=None,
         raise SweepError(f"--retries {retries}: give 0 or more")
     out = check_writable_dir(out, "--out")
     check_data_dir(data_dir)
-    for cfg in sweep.configs:
-        check_pretraining_data(cfg, data_dir)
+    check_pretraining_data(sweep.configs, data_dir)
     if engine == "local":
         for option, value in (("--address", address), ("--gpus-per-run", gpus_per_run),
                               ("--worker-data-dir", worker_data_dir)):

@@ -58,8 +58,7 @@ def main(argv=None) -> int:
         first = plan[0]
         exp = out / first.experiment_name
         check_data_dir(data_dir)
-        for cfg in plan:   # improved+pretrained needs the full data: said now, not after the other runs
-            check_pretraining_data(cfg, data_dir)
+        check_pretraining_data(plan, data_dir)   # improved+pretrained needs the full data: said now, not later
         check_best_target(exp / "best")
     except CifarlabError as e:
         print(f"run_all: error: {e}", file=sys.stderr)

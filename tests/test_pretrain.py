@@ -45,7 +45,7 @@ def tiny(**kw) -> RunConfig:
 
 
 def test_the_backbone_is_made_once_from_other_classes_only_and_the_record_says_which(slice_data_dir, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, capsys):
     seen = []
     real = pretrain.train
 
@@ -55,7 +55,10 @@ def test_the_backbone_is_made_once_from_other_classes_only_and_the_record_says_w
     monkeypatch.setattr(pretrain, "train", spy)
     out = tmp_path / "runs"
 
-    first = run(tiny(seed=0), out, data_dir=slice_data_dir, live="none")
+    first = run(tiny(seed=0), out, data_dir=slice_data_dir, live="quiet")
+    shown = capsys.readouterr().out    # the view shows the pretraining under its own title, then the run's
+    assert "training backbone improved/max on the 97 other classes" in shown
+    assert "training improved+pretrained net, max pooling, seed 0" in shown
     (pre, data), = seen
     fine_ids = np.array(pre.classes)
     for labels in (data.y_train, data.y_val):          # by label: never an image of a chosen class
