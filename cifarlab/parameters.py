@@ -15,10 +15,9 @@ import re
 from pathlib import Path
 
 from .classes import select_classes
-from .config import POOLINGS, PRESETS, RANGES, ConfigError, coerce
+from .config import RANGES, ConfigError, coerce
 from .errors import CifarlabError
 from .files import user_path
-from .ownnet import is_own
 
 
 class ParameterError(CifarlabError, ValueError):
@@ -41,49 +40,12 @@ def _classes(name, v, optional=False):
         raise ParameterError(f"{name}: {e}") from None
 
 
-def _names(choices, what):
-    def check(name, v):
-        names = v.replace(",", " ").split() if isinstance(v, str) else v
-        names = [names] if isinstance(names, type) else names
-        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) or is_own(n) for n in names):
-            raise ParameterError(f"{name}={v!r} is not allowed: expected a list of {what}s from {', '.join(choices)}")
-        names = [n if is_own(n) else n.strip().lower() for n in names]   # your own net: a class or FILE.py:CLASS
-        for n in names:
-            if n not in choices and not is_own(n):
-                close = difflib.get_close_matches(n, choices, n=1)
-                raise ParameterError(f"{name}: unknown {what} {n!r}{f' (did you mean {close[0]!r}?)' if close else ''}"
-                                     f"; choose from {', '.join(choices)}")
-        if not names:
-            raise ParameterError(f"{name}={v!r} names no {what}: give at least one of {', '.join(choices)}")
-        return list(dict.fromkeys(names))
-    return check
-
-
-def _seeds(name, v):
-    """A count N (seeds 0..N-1) or a list of seeds -> the list of seeds."""
-    seeds = [coerce(name, s, int) for s in v] if isinstance(v, (list, tuple)) else None
-    if seeds is None:
-        n = coerce(name, v, int)
-        seeds = list(range(n)) if n >= 1 else []
-    if not seeds or min(seeds) < 0:
-        raise ParameterError(f"{name}={v!r} trains nothing: give a count >= 1 (seeds 0..N-1) or a list of seeds "
-                             f">= 0, e.g. [0, 1]")
-    return list(dict.fromkeys(seeds))
-
-
 def _epochs(name, v):
     if v is None:
         return None
     if not RANGES["epochs"][0](n := coerce(name, v, int)):
         raise ParameterError(f"{name}={v!r} is not allowed: expected {RANGES['epochs'][1]}, or None")
     return n
-
-
-def _overrides(name, v):
-    if not isinstance(v, dict):
-        raise ParameterError(f"{name}={v!r} is not allowed: expected a mapping of config fields to values, "
-                             f"e.g. {{\"lr\": 0.05}}")
-    return v     # its keys and values: checked with the grid's configs (plan_runs) below
 
 
 def _experiment(name, v):
@@ -94,11 +56,12 @@ def _experiment(name, v):
 
 _DATA_DIR = lambda name, v: _path(name, v, optional=True)
 _FLAG = lambda name, v: coerce(name, v, bool)
+_PLANNED = lambda name, v: v     # checked with the grid's configs by plan_runs below (as make's and sweeps' are)
 # Each notebook's parameters (the names in its parameters cell) and how each is checked.
 SPECS = {
     "00_pick_classes": {"CLASSES": _classes, "DATA_DIR": _DATA_DIR},
-    "01_train": {"CLASSES": _classes, "MODELS": _names(tuple(PRESETS), "model"), "POOLINGS": _names(POOLINGS, "tactic"),
-                 "SEEDS": _seeds, "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _overrides,
+    "01_train": {"CLASSES": _classes, "MODELS": _PLANNED, "POOLINGS": _PLANNED, "SEEDS": _PLANNED,
+                 "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _PLANNED,
                  "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG,
                  "TRAIN_MY_NET": _FLAG},
     # BEST=None: compare only, nothing saved (as compare_and_save(best=None) and the CLI without --best)
@@ -129,14 +92,15 @@ def check_parameters(notebook: str, namespace: dict) -> None:
     except ConfigError as e:       # the config's coercion: its message names the parameter
         raise ParameterError(str(e)) from None
     try:
-        if notebook == "01_train":     # the grid itself: every run's config checked (OVERRIDES included)
+        if notebook == "01_train":     # the grid itself: MODELS, POOLINGS, SEEDS, OVERRIDES and every run's config
             from .sweep import plan_runs
             plan_runs(checked["CLASSES"], checked["MODELS"], checked["POOLINGS"], checked["SEEDS"],
                       checked["EPOCHS"], checked["TEMPLATE_EPOCHS"], checked["OVERRIDES"])
         if notebook == "02_compare" and checked["BEST"] is not None:
             from .export import check_best_target
             check_best_target(checked["BEST"])
-    except CifarlabError as e:     # a run's config refused here: only OVERRIDES can make that happen
-        where = f"OVERRIDES={checked['OVERRIDES']!r}: " if checked.get("OVERRIDES") else ""
-        raise ParameterError(f"{where}{e}") from None
+    except CifarlabError as e:
+        # an error naming no parameter is a run's config refused, which only OVERRIDES can make happen
+        blame = checked.get("OVERRIDES") and not str(e).startswith(tuple(spec))
+        raise ParameterError(f"OVERRIDES={checked['OVERRIDES']!r}: {e}" if blame else str(e)) from None
     namespace.update(checked)

@@ -4,6 +4,7 @@ the notebooks call, each leaving the same run record. What each option does, and
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import os
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import POOLINGS, PRESETS, RunConfig, notebook_config
+from .config import POOLINGS, PRESETS, RunConfig, coerce, notebook_config
 from .errors import CifarlabError
 from .ownnet import is_own
 
@@ -77,11 +78,11 @@ def _subsets(classes) -> list:
 
 
 def _names(values) -> list:
-    """``["improved template"]``, ``"stride,max"`` or a list -> names, each once, in order. Your own net - a
-    class, or ``FILE.py:CLASS`` - is kept as it is."""
+    """``["improved template"]``, ``"stride,max"``, one name or a list -> names, each once, in order. Your own net -
+    a class, or ``FILE.py:CLASS`` - is kept as it is."""
     if values is None:
         return []
-    if isinstance(values, str) or is_own(values):
+    if not isinstance(values, (list, tuple)):
         values = [values]
     out: list = []
     for v in values:
@@ -127,21 +128,23 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
         return name.upper() + ("" if value is None else f"={value}")
 
     models, poolings = _names(models), _names(poolings)
-    unknown = [m for m in models if m not in PRESETS and not is_own(m)]
-    if unknown:
-        raise SweepError(f"{say('models')}: unknown model(s) {', '.join(unknown)}: choose from "
-                         f"{', '.join(sorted(PRESETS))}, or your own net as FILE.py:CLASS")
-    unknown = [p for p in poolings if p not in POOLINGS]
-    if unknown:
-        raise SweepError(f"{say('poolings')}: unknown pooling(s) {', '.join(unknown)}: choose from "
-                         f"{', '.join(POOLINGS)}")
-    if isinstance(seeds, (bool, str)) or not isinstance(seeds, int) and not hasattr(seeds, "__iter__"):
-        raise SweepError(f"{say('seeds', repr(seeds))}: give a count (seeds 0..N-1) or a list of seeds")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise SweepError(f"{say('seeds', seeds)}: nothing would run; give at least 1 seed")
-        seeds = range(seeds)
-    seeds = list(dict.fromkeys(seeds))
+    for what, names, choices, own in (("model", models, sorted(PRESETS), ", or your own net as FILE.py:CLASS"),
+                                      ("pooling", poolings, POOLINGS, "")):
+        unknown = [f"{n}" + "".join(f" (did you mean {c}?)" for c in difflib.get_close_matches(str(n), choices, n=1))
+                   for n in names if n not in choices and not (own and is_own(n))]
+        if unknown:
+            raise SweepError(f"{say(what + 's')}: unknown {what}(s) {', '.join(unknown)}: choose from "
+                             f"{', '.join(choices)}{own}")
+    # through the config's coercion: papermill, make or a hand-edited cell may give "2"
+    if hasattr(seeds, "__iter__") and not isinstance(seeds, str):
+        seeds = list(dict.fromkeys(coerce(say("seeds"), s, int) for s in seeds))
+    else:   # a count: seeds 0..N-1
+        n = coerce(say("seeds"), seeds, int)
+        if n < 1:
+            raise SweepError(f"{say('seeds', n)}: nothing would run; give at least 1 seed")
+        seeds = list(range(n))
+    if any(s < 0 for s in seeds):
+        raise SweepError(f"{say('seeds', seeds)}: a seed is a whole number >= 0")
     empty = [say(what) for what, v in (("models", models), ("poolings", poolings), ("seeds", seeds)) if not v]
     if empty:
         raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: nothing would run "

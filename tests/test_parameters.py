@@ -39,8 +39,12 @@ def test_values_are_coerced_and_paths_expanded(tmp_path, monkeypatch):
     ns = {**_parameters_cell("01_train"), "LIVE": "yes", "FORCE": "0", "SEEDS": "2", "POOLINGS": "stride, MAX",
           "MODELS": "improved", "EPOCHS": "3", "OUT": "~/cifarlab-runs", "DATA_DIR": "data", "CLASSES": "vehicles_1"}
     check_parameters("01_train", ns)
-    assert (ns["LIVE"], ns["FORCE"], ns["SEEDS"], ns["POOLINGS"], ns["MODELS"], ns["EPOCHS"]) == \
-        (True, False, [0, 1], ["stride", "max"], ["improved"], 3)
+    assert (ns["LIVE"], ns["FORCE"], ns["EPOCHS"]) == (True, False, 3)
+    # MODELS, POOLINGS and SEEDS: as the notebook's grid reads them
+    from cifarlab.sweep import plan_runs
+    plan = plan_runs(ns["CLASSES"], ns["MODELS"], ns["POOLINGS"], ns["SEEDS"], ns["EPOCHS"])
+    assert [(c.model, c.pooling, c.seed) for c in plan] == [
+        ("improved", p, s) for p in ("stride", "max") for s in (0, 1)]
     assert ns["OUT"] == str(Path.home() / "cifarlab-runs") and ns["DATA_DIR"] == str(tmp_path / "data")
     assert ns["CLASSES"] == [8, 13, 48, 58, 90]
     ns = {**_parameters_cell("02_compare"), "BEST": None}      # None: compare only, nothing saved
@@ -55,20 +59,20 @@ BAD = [
     ("01_train", {"FORCE": 2}, "FORCE=2 is not allowed: expected true or false"),
     ("01_train", {"OUT": 5}, "OUT=5 is not allowed: expected a folder path"),
     ("01_train", {"OUT": None}, "OUT=None is not allowed"),
-    ("01_train", {"POOLINGS": []}, "POOLINGS=[] names no tactic: give at least one of stride, max, avg"),
-    ("01_train", {"POOLINGS": ["max", "mean"]}, "POOLINGS: unknown tactic 'mean'"),
-    ("01_train", {"POOLINGS": "strid"}, "unknown tactic 'strid' (did you mean 'stride'?)"),
-    ("01_train", {"MODELS": ["improvd"]}, "MODELS: unknown model 'improvd' (did you mean 'improved'?)"),
-    ("01_train", {"MODELS": [1]}, "MODELS=[1] is not allowed"),
-    ("01_train", {"SEEDS": 0}, "SEEDS=0 trains nothing"),
-    ("01_train", {"SEEDS": []}, "SEEDS=[] trains nothing"),
-    ("01_train", {"SEEDS": [0, -1]}, "SEEDS=[0, -1] trains nothing"),
+    ("01_train", {"POOLINGS": []}, "POOLINGS names nothing: nothing would run"),
+    ("01_train", {"POOLINGS": ["max", "mean"]}, "POOLINGS: unknown pooling(s) mean: choose from stride, max, avg"),
+    ("01_train", {"POOLINGS": "strid"}, "unknown pooling(s) strid (did you mean stride?)"),
+    ("01_train", {"MODELS": ["improvd"]}, "MODELS: unknown model(s) improvd (did you mean improved?)"),
+    ("01_train", {"MODELS": [1]}, "MODELS: unknown model(s) 1: choose from"),
+    ("01_train", {"SEEDS": 0}, "SEEDS=0: nothing would run"),
+    ("01_train", {"SEEDS": []}, "SEEDS names nothing"),
+    ("01_train", {"SEEDS": [0, -1]}, "SEEDS=[0, -1]: a seed is a whole number >= 0"),
     ("01_train", {"SEEDS": True}, "SEEDS=True is not allowed"),
     ("01_train", {"EPOCHS": 0}, "EPOCHS=0 is not allowed"),
     ("01_train", {"TEMPLATE_EPOCHS": "ten"}, "TEMPLATE_EPOCHS='ten' is not allowed"),
     ("01_train", {"CLASSES": [3]}, "CLASSES: need at least 2 classes"),
     ("01_train", {"CLASSES": ["aple", "otter"]}, "CLASSES: unknown class name 'aple'"),
-    ("01_train", {"OVERRIDES": [("lr", 1)]}, "OVERRIDES=[('lr', 1)] is not allowed"),
+    ("01_train", {"OVERRIDES": [("lr", 1)]}, "OVERRIDES=[('lr', 1)]: expected a mapping of config fields"),
     ("01_train", {"OVERRIDES": {"lr": -1}}, "OVERRIDES={'lr': -1}: lr=-1.0 is not allowed"),
     ("01_train", {"OVERRIDES": {"lrr": 0.1}}, "'lrr' (did you mean 'lr'?)"),
     ("01_train", {"OVERRIDES": {"seed": 3}}, "OVERRIDES={'seed': 3}: set seed with SEEDS, not as a recipe override"),
@@ -92,6 +96,12 @@ def test_a_bad_parameter_is_one_line_naming_it(name, changes, message):
     assert message in str(e.value) and "\n" not in str(e.value)
     assert "OVERRIDES" in changes or not str(e.value).startswith("OVERRIDES")   # blamed on the right parameter
     assert ns == before                  # nothing replaced when a check fails
+
+
+def test_a_mistake_in_models_is_blamed_on_models_when_overrides_are_set():
+    ns = {**_parameters_cell("01_train"), "MODELS": ["improvd"], "OVERRIDES": {"lr": 0.1}}
+    with pytest.raises(ParameterError, match=r"^MODELS: unknown model\(s\) improvd \(did you mean improved\?\)"):
+        check_parameters("01_train", ns)
 
 
 def test_best_that_is_not_a_best_folder_is_refused_before_the_comparison(tmp_path):
