@@ -65,12 +65,6 @@ def backbone_config(cfg: RunConfig) -> RunConfig:
                        val_fraction=VAL_FRACTION, split_seed=0, select="last", tta_flip=False, plot_every=None)
 
 
-def backbone_path(out, cfg: RunConfig) -> Path:
-    pre = backbone_config(cfg)
-    name = f"{pre.model}_{pre.pooling}_without-{'-'.join(map(str, cfg.classes[:8]))}_{pre.run_id[:8]}"
-    return Path(out) / "backbones" / name
-
-
 def check_pretraining_data(configs, data_dir=None) -> None:
     """Before any of ``configs`` trains: a pretrained run needs the full CIFAR-100, which the shipped sample is not."""
     for cfg in configs:
@@ -84,7 +78,9 @@ def check_pretraining_data(configs, data_dir=None) -> None:
 def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Backbone:
     """The backbone ``cfg`` starts from: the one under ``out/backbones`` when it was made before, else made now
     (trained with :func:`cifarlab.engine.train`, shown by ``view`` like any run) and kept there."""
-    pre, folder = backbone_config(cfg), backbone_path(out, cfg)
+    pre = backbone_config(cfg)
+    name = f"{pre.model}_{pre.pooling}_without-{'-'.join(map(str, cfg.classes[:8]))}_{pre.run_id[:8]}"
+    folder = Path(out) / "backbones" / name
     if (folder / "backbone.json").is_file():
         info = read_json(folder / "backbone.json", "pretrained backbone", PretrainError)
         if info.get("config") != pre.to_dict():
