@@ -82,7 +82,7 @@ def _names(values) -> list:
     a class, or ``FILE.py:CLASS`` - is kept as it is."""
     if values is None:
         return []
-    if not isinstance(values, (list, tuple)):
+    if isinstance(values, str) or is_own(values) or not hasattr(values, "__iter__"):
         values = [values]
     out: list = []
     for v in values:
