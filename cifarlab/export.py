@@ -46,7 +46,7 @@ RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
                         "test_predictions.npz", "selection.json", "model.onnx", "model.pt2", "net.py"})
-BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best")
+BEST = Owned((BEST_MARKER,), BEST_FILES, "--best", "best")
 
 
 class ExportError(CifarlabError, RuntimeError):

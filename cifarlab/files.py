@@ -115,7 +115,7 @@ class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
     file, and the only files written there."""
 
-    marker: str | tuple                           # a file (or any of several files) only this project writes there
+    markers: tuple                                # files only this project writes there (any one will do)
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
@@ -133,8 +133,7 @@ def check_replaceable(target, owned: Owned) -> None:
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    markers = (owned.marker,) if isinstance(owned.marker, str) else owned.marker
-    if not any((target / m).is_file() for m in markers):
+    if not any((target / m).is_file() for m in owned.markers):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
                           f"it is not a previous {owned.kind} folder, so it is left alone. Pass a new folder path "
