@@ -4,7 +4,6 @@ precision ``auto`` means here. Kept apart from the training loop, which only ask
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 
 import torch
@@ -56,14 +55,6 @@ def cpu_name() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
-
-
-def device_summary(device: torch.device) -> str:
-    """What a speed figure depends on: the processor or GPU, its bf16 support, threads, torch."""
-    what = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU {cpu_name()}"
-    bf16 = resolve_precision("auto", device)[1].removeprefix("auto: ")
-    return (f"{what}, {os.cpu_count()} CPU cores; {bf16}; torch {torch.__version__} (CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
