@@ -76,11 +76,6 @@ def record_path(out, cfg: RunConfig) -> Path:
     return Path(out) / cfg.run_name
 
 
-def check_record_target(out, cfg: RunConfig) -> None:
-    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
-    record_target(out, cfg, ok=True)
-
-
 def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     """Where a record of ``cfg`` goes: ``out/<run_name>``, except that a diverged run (``ok`` False) goes to
     ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
@@ -245,12 +240,12 @@ class Found(list):
     skipped: list
 
 
-def find_records(root, option: str = "--runs") -> Found:
+def find_records(root) -> Found:
     """Every complete record under ``root`` (any depth; ok and diverged, dry runs too), sorted by model,
     pooling, seed. Staging folders are skipped; an incomplete or damaged record, or a link to a folder, is
     not read and listed in ``.skipped``. Each folder is read under a shared :func:`locked`: a record being
     replaced by another process is seen before or after, never missing."""
-    root = user_path(root, option)
+    root = user_path(root, "--runs")
     if not root.is_dir():
         raise RecordError(f"the runs folder {root} does not exist"
                           + (" (it is a file)" if root.exists() else "")
@@ -283,7 +278,7 @@ def reusable_record(out, cfg: RunConfig, force: bool = False, say=print):
     ``make run-all`` and sweeps: the complete record of exactly this run (same identity) under ``out``,
     marked ``reused``; None when the run must be trained: ``force``, no record, or an incomplete one (said
     with ``say``; training replaces it). A link, or a folder cifarlab did not write, is refused either way."""
-    check_record_target(out, cfg)
+    record_target(out, cfg, ok=True)   # refused before training, not after
     path = record_path(out, cfg)
     if force or not path.exists():
         return None
