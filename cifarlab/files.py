@@ -205,11 +205,10 @@ def read_npz(path, error: type, fix: str) -> dict[str, np.ndarray]:
 def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
     """Move the finished folder ``tmp`` to ``target``.
 
-    A previous ``target`` is replaced only when ``owned`` says it is ours (checked here, and checked
-    again once it has been moved aside, so nothing that appeared meanwhile is lost), and only once the
-    new folder is complete: rename aside, rename in, delete. Without ``owned`` an existing target is
-    never replaced. Done under :func:`locked` on the parent: a concurrent publisher waits, a reader never
-    sees the gap between the two renames."""
+    A previous ``target`` is replaced only when ``owned`` says it is ours, and only once the new folder is
+    complete: rename aside, rename in, delete. Without ``owned`` an existing target is never replaced. Done
+    under :func:`locked` on the parent: a concurrent publisher waits, a reader never sees the gap between the
+    two renames."""
     target = Path(target)
     aside = None
     with locked(target.parent):
@@ -219,11 +218,6 @@ def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
             check_replaceable(target, owned)
             aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{target.name[:80]}-", dir=target.parent))
             os.replace(target, aside)  # onto the fresh empty folder: a unique name, atomically
-            try:
-                check_replaceable(aside, owned)
-            except OutputError:
-                os.replace(aside, target)
-                raise
         try:
             os.replace(tmp, target)
         except BaseException as e:
