@@ -156,33 +156,23 @@ class _CifarUnpickler(pickle.Unpickler):
                 "encode": codecs.encode}[name]
 
 
-def _unpickle(path: Path) -> dict:
+def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``train`` or ``test`` as uint8 NHWC, and their fine labels."""
+    path = Path(folder) / split
     if not path.is_file():
         raise DataError(f"{path} is missing: the {FOLDER_NAME}/ folder is incomplete. "
                         f"Delete {path.parent} and run again to extract or download it afresh.")
     try:
         with open(path, "rb") as f:
             d = _CifarUnpickler(f, encoding="latin1").load()
-        if not isinstance(d, dict):
-            raise TypeError(f"expected a dict, found {type(d).__name__}")
-        return d
-    except Exception as e:
-        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({type(e).__name__}: {e}). "
-                        f"Delete {path.parent} and run again to extract or download it afresh.") from e
-
-
-def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``train`` or ``test`` as uint8 NHWC, and their fine labels."""
-    d = _unpickle(Path(folder) / split)
-    try:
         data = np.asarray(d["data"], dtype=np.uint8)
         labels = np.asarray(d["fine_labels"], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (KeyError, ValueError) as e:
-        raise DataError(f"{Path(folder) / split} does not have the CIFAR-100 layout ({e}). "
-                        f"Delete {folder} and run again to extract or download it afresh.") from e
+    except Exception as e:   # not a pickle, a refused one, or not the CIFAR-100 layout
+        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({type(e).__name__}: {e}). "
+                        f"Delete {path.parent} and run again to extract or download it afresh.") from e
     if len(images) != len(labels):
-        raise DataError(f"{Path(folder) / split}: {len(images)} images but {len(labels)} labels; the file is corrupt.")
+        raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; the file is corrupt.")
     return np.ascontiguousarray(images), labels
 
 
