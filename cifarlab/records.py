@@ -89,13 +89,12 @@ def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     return target
 
 
-def write_record(out, result, evaluation=None, subset=None) -> Path:
+def write_record(out, result, evaluation, subset) -> Path:
     """Write the record of a finished (or diverged) run under ``out``, atomically; return its folder.
 
-    A diverged run (``evaluation`` None) goes beside a complete record of the same identity
-    (:func:`record_target`)."""
+    ``out`` is checked already (experiment.run); a diverged run (``evaluation`` None) goes beside a complete
+    record of the same identity (:func:`record_target`)."""
     cfg: RunConfig = result.config
-    out = user_path(out, "--out")
     target = record_target(out, cfg, ok=evaluation is not None)
     with building(out, target.name) as tmp:
         config_text = cfg.to_json() + "\n"
@@ -110,8 +109,7 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
         if evaluation is None:  # a diverged run: keep what there is, say what happened
             metrics = {"status": "diverged", "error": result.diverged, "model": cfg.model, "pooling": cfg.pooling,
                        "seed": cfg.seed, "epochs": result.epochs_run, "device": result.device,
-                       "train_seconds": result.train_seconds, **ident,
-                       "classes": subset.classes.to_dict() if subset is not None else list(cfg.classes)}
+                       "train_seconds": result.train_seconds, **ident, "classes": subset.classes.to_dict()}
         else:
             metrics = {"status": "ok", **evaluation.metrics, **ident}
             buf = io.BytesIO()   # torch's own file writer hides why a write failed (a full disk): Python's says it
