@@ -35,26 +35,24 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's native-bf16 instruction sets (AVX-512 BF16, AMX), read from /proc/cpuinfo; [] elsewhere."""
+def _cpuinfo(key: str) -> str:
+    """The first ``key`` line of /proc/cpuinfo (Linux), its value; "" elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
     except OSError:
-        pass
-    return []
+        return ""
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native-bf16 instruction sets (AVX-512 BF16, AMX); [] where /proc/cpuinfo does not say."""
+    flags = set(_cpuinfo("flags").split())
+    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
 
 
 def cpu_name() -> str:
     """This machine's processor, as figures measured on it should name it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
