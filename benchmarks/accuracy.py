@@ -24,11 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import device_summary
+
 from cifarlab.comparison import choose, group_records
 from cifarlab.config import POOLINGS, make_config
 from cifarlab.data import load_subset
 from cifarlab.experiment import run
-from cifarlab.hardware import device_summary, pick_device
+from cifarlab.hardware import pick_device
 
 
 def mean_std(values):

@@ -18,12 +18,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from machine import device_summary
+
 from cifarlab.comparison import group_records, paired
 from cifarlab.config import make_config
 from cifarlab.data import load_subset
 from cifarlab.engine import train
 from cifarlab.experiment import run
-from cifarlab.hardware import device_summary, pick_device
+from cifarlab.hardware import pick_device
 
 
 def main() -> None:

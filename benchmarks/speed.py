@@ -31,12 +31,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import device_summary
 from torch.utils.data import DataLoader, TensorDataset
 
 from cifarlab.config import make_config
 from cifarlab.data import subset_for
 from cifarlab.engine import evaluate, train
-from cifarlab.hardware import device_summary, pick_device, synchronize
+from cifarlab.hardware import pick_device, synchronize
 from cifarlab.models import build_model
 
 

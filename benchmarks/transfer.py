@@ -20,9 +20,11 @@ import statistics
 import time
 from pathlib import Path
 
+from machine import device_summary
+
 from cifarlab.comparison import group_records, paired
 from cifarlab.config import PRESETS
-from cifarlab.hardware import device_summary, pick_device
+from cifarlab.hardware import pick_device
 from cifarlab.pretrain import backbone_path
 from cifarlab.records import find_records
 from cifarlab.sweep import make_sweep, run_sweep

@@ -228,11 +228,9 @@ def seed_variance(x: np.ndarray) -> np.ndarray:
     return x.mean(-1).var(-1, ddof=1) - x.var(-2, ddof=1).mean(-1) / x.shape[-1]
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
+def paired_interval(a: np.ndarray, b: np.ndarray):
     """diff, lo, hi of :func:`paired_difference` for a batch: ``a``, ``b`` are (batch, seeds, images)
-    (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once).
-    ``shift``: (variance beyond image noise, whole variance, degrees of freedom) of whole-run accuracy over
-    seeds, pooled over more configurations (calibration.py's seed_shift); by default from the pair's seeds."""
+    (benchmarks/calibration.py measures its error rates on thousands of simulated batches at once)."""
     from scipy import stats
     (sa, n), sb, tail = a.shape[1:], b.shape[1], (1 - CONFIDENCE) / 2
     d = a.mean(1) - b.mean(1)                                       # per image, mean over seeds
@@ -245,12 +243,11 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
     # Two parts, as in a Welch t (docs/statistics.md): the per-image differences' variance, and the seed shift
     # beyond it, known only roughly (2-5 seeds): Satterthwaite's degrees of freedom, the shift's precision taken
     # from the whole seed-to-seed variance (benchmarks/calibration.py measures what this keeps).
-    if shift is None:
-        sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
-        df_seed = sum(f for f, _ in sides)
-        shift = (sum(f * seed_variance(x) for f, x in sides) / df_seed,
-                 sum(f * x.mean(-1).var(-1, ddof=1) for f, x in sides) / df_seed, df_seed)
-    (var, total, df_seed), k, v_img = shift, 1 / sa + 1 / sb, d.var(1, ddof=1) / n
+    sides = [(s - 1, x) for s, x in ((sa, a), (sb, b)) if s > 1]
+    df_seed = sum(f for f, _ in sides)
+    var = sum(f * seed_variance(x) for f, x in sides) / df_seed
+    total = sum(f * x.mean(-1).var(-1, ddof=1) for f, x in sides) / df_seed
+    k, v_img = 1 / sa + 1 / sb, d.var(1, ddof=1) / n
     v = v_img + np.maximum(var, 0) * k
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(v > 0, v ** 2 / (v_img ** 2 / (n - 1) + (total * k) ** 2 / df_seed), n - 1)
@@ -260,10 +257,9 @@ def paired_interval(a: np.ndarray, b: np.ndarray, shift: tuple | None = None):
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> Paired:
     """The difference mean accuracy(a) - mean accuracy(b) with its interval (:data:`PAIRED_METHOD`).
-    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order."""
+    ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order (as
+    :func:`paired` checks)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
-    if a.shape[1] != b.shape[1]:
-        raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
     diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None]))
     pa, pb = a.mean(0), b.mean(0)
     return Paired(diff, lo, hi, float((pa * (1 - pb)).sum()), float((pb * (1 - pa)).sum()), a.shape[1],

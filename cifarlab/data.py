@@ -64,14 +64,13 @@ def _extract(archive: Path, root: Path) -> Path:
         return publish_dir(tmp / FOLDER_NAME, root / FOLDER_NAME)
 
 
-def download_archive(root: Path, url: str | None = None, md5: str | None = None) -> Path:
-    """Download the archive to ``root`` and verify its md5 before it takes the real name.
-
-    A download whose checksum does not match is deleted, never used."""
+def download_archive(root: Path) -> Path:
+    """Download the archive (from ``$CIFARLAB_URL`` for a mirror) to ``root`` and verify its md5 before it takes
+    the real name. A download whose checksum does not match is deleted, never used."""
     from torchvision.datasets.utils import download_url  # deferred: torchvision is slow to import
 
-    url = url or os.environ.get("CIFARLAB_URL") or OFFICIAL_URL
-    md5 = md5 or os.environ.get("CIFARLAB_MD5") or OFFICIAL_MD5
+    url = os.environ.get("CIFARLAB_URL") or OFFICIAL_URL
+    md5 = os.environ.get("CIFARLAB_MD5") or OFFICIAL_MD5
     root.mkdir(parents=True, exist_ok=True)
     part = ARCHIVE_NAME + ".part"
     try:
@@ -92,13 +91,12 @@ def download_archive(root: Path, url: str | None = None, md5: str | None = None)
         raise DataError(
             f"the download from {url} has md5 {got}, expected {md5}: it is truncated or not the right "
             f"file, and was deleted. Run again to retry; for a mirror with another checksum set "
-            f"$CIFARLAB_MD5 (or pass md5=).")
+            f"$CIFARLAB_MD5.")
     os.replace(root / part, root / ARCHIVE_NAME)
     return root / ARCHIVE_NAME
 
 
-def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = None,
-                   md5: str | None = None) -> Path:
+def ensure_dataset(data_dir=None, *, download: bool = True) -> Path:
     """Return the extracted ``cifar-100-python/`` folder, extracting or downloading as needed."""
     root = default_data_dir(data_dir)
     folder = root / FOLDER_NAME
@@ -111,7 +109,7 @@ def ensure_dataset(data_dir=None, *, download: bool = True, url: str | None = No
                 f"CIFAR-100 is not in {root}: expected {FOLDER_NAME}/ or {ARCHIVE_NAME} there. "
                 f"Download {OFFICIAL_URL} into it, point $CIFARLAB_DATA at a folder that has it, "
                 f"or allow the download.")
-        archive = download_archive(root, url, md5)
+        archive = download_archive(root)
     return _extract(archive, root)
 
 
@@ -158,33 +156,23 @@ class _CifarUnpickler(pickle.Unpickler):
                 "encode": codecs.encode}[name]
 
 
-def _unpickle(path: Path) -> dict:
+def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``train`` or ``test`` as uint8 NHWC, and their fine labels."""
+    path = Path(folder) / split
     if not path.is_file():
         raise DataError(f"{path} is missing: the {FOLDER_NAME}/ folder is incomplete. "
                         f"Delete {path.parent} and run again to extract or download it afresh.")
     try:
         with open(path, "rb") as f:
             d = _CifarUnpickler(f, encoding="latin1").load()
-        if not isinstance(d, dict):
-            raise TypeError(f"expected a dict, found {type(d).__name__}")
-        return d
-    except Exception as e:
-        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({type(e).__name__}: {e}). "
-                        f"Delete {path.parent} and run again to extract or download it afresh.") from e
-
-
-def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``train`` or ``test`` as uint8 NHWC, and their fine labels."""
-    d = _unpickle(Path(folder) / split)
-    try:
         data = np.asarray(d["data"], dtype=np.uint8)
         labels = np.asarray(d["fine_labels"], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (KeyError, ValueError) as e:
-        raise DataError(f"{Path(folder) / split} does not have the CIFAR-100 layout ({e}). "
-                        f"Delete {folder} and run again to extract or download it afresh.") from e
+    except Exception as e:   # not a pickle, a refused one, or not the CIFAR-100 layout
+        raise DataError(f"{path} is not a readable CIFAR-100 pickle ({type(e).__name__}: {e}). "
+                        f"Delete {path.parent} and run again to extract or download it afresh.") from e
     if len(images) != len(labels):
-        raise DataError(f"{Path(folder) / split}: {len(images)} images but {len(labels)} labels; the file is corrupt.")
+        raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; the file is corrupt.")
     return np.ascontiguousarray(images), labels
 
 
@@ -244,7 +232,7 @@ def _select_rows(images, fine, selection: ClassSelection):
 
 
 def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1, split_seed: int = 0,
-                download: bool = True, url: str | None = None, md5: str | None = None, verbose: bool = True) -> Subset:
+                verbose: bool = True) -> Subset:
     """Load the chosen classes (ids, names or superclasses) as a :class:`Subset` on the CPU."""
     selection = select_classes(classes)
     check_data_dir(data_dir)
@@ -254,7 +242,7 @@ def load_subset(classes=(0, 55, 58), *, data_dir=None, val_fraction: float = 0.1
         x_te, y_te = _select_rows(s["x_test"], s["y_test"], selection)
         source = f"the sample shipped with cifarlab ({SAMPLE_PATH.name}; same pixels as CIFAR-100, no download)"
     else:
-        folder = ensure_dataset(data_dir, download=download, url=url, md5=md5)
+        folder = ensure_dataset(data_dir)
         x_tr, y_tr = _select_rows(*read_split(folder, "train"), selection)
         x_te, y_te = _select_rows(*read_split(folder, "test"), selection)
         source = str(folder)

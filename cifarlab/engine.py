@@ -92,17 +92,11 @@ def augment_batch(xp: torch.Tensor, idx: torch.Tensor, pad: int, flip: bool, gen
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, tta_flip: bool = False) -> torch.Tensor:
-    """Logits for all of ``x`` in eval mode; with ``tta_flip`` averaged with the mirrored images."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for all of ``x`` in eval mode."""
     was_training = model.training
     model.eval()
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        out = model(xb).float()
-        if tta_flip:
-            out = (out + model(xb.flip(2)).float()) / 2
-        outs.append(out)
+    outs = [model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     if not outs:
         return torch.empty(0, 0)
@@ -116,9 +110,9 @@ def loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).sum().item() / len(y)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tta_flip: bool = False) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(cross-entropy, accuracy) of ``model`` over the whole set, not averaged per batch."""
-    return loss_acc(predict_logits(model, x, tta_flip=tta_flip), y)
+    return loss_acc(predict_logits(model, x), y)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -162,7 +156,6 @@ class TrainResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
 
 
 class DeviceLoader:

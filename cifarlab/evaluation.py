@@ -61,10 +61,9 @@ def shift_images(x: torch.Tensor, dx, dy) -> torch.Tensor:
     return x[idx, rows.expand(n, h)[:, :, None], cols.expand(n, w)[:, None, :]]
 
 
-def random_shift_pairs(n: int, max_shift: int = max(SHIFTS), seed: int = 0) -> torch.Tensor:
-    """Two random shifts (dx, dy) per image, each coordinate uniform in -max..max: (2, 2, n) ints."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(-max_shift, max_shift + 1, (2, 2, n), generator=g)
+def random_shift_pairs(n: int) -> torch.Tensor:
+    """Two random shifts (dx, dy) per image, each coordinate uniform in -4..4 (:data:`SHIFTS`): (2, 2, n) ints."""
+    return torch.randint(min(SHIFTS), max(SHIFTS) + 1, (2, 2, n), generator=torch.Generator().manual_seed(0))
 
 
 def shift_consistency(predict, x: torch.Tensor, pairs: torch.Tensor) -> float:
@@ -76,8 +75,8 @@ def shift_consistency(predict, x: torch.Tensor, pairs: torch.Tensor) -> float:
     return float((a == b).mean())
 
 
-def shift_robustness(predict, x: torch.Tensor, y: torch.Tensor, shifts=SHIFTS, seed: int = 0) -> dict:
-    """Accuracy of the images shifted by each of ``shifts`` horizontally and vertically (edge padding),
+def shift_robustness(predict, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy of the images shifted by each of :data:`SHIFTS` horizontally and vertically (edge padding),
     and the shift consistency under two random shifts per image. ``predict``: images -> classes."""
     y = np.asarray(y)
     preds = {}
@@ -86,9 +85,9 @@ def shift_robustness(predict, x: torch.Tensor, y: torch.Tensor, shifts=SHIFTS, s
         if (dx, dy) not in preds:  # the unshifted images serve both axes
             preds[(dx, dy)] = float((np.asarray(predict(shift_images(x, dx, dy))) == y).mean()) if len(y) else None
         return preds[(dx, dy)]
-    return {"shift_acc": {"shifts": list(shifts), "padding": "edge (border pixels repeated)",
-                          "horizontal": [acc(s, 0) for s in shifts], "vertical": [acc(0, s) for s in shifts]},
-            "shift_consistency": shift_consistency(predict, x, random_shift_pairs(len(x), max(shifts), seed))}
+    return {"shift_acc": {"shifts": list(SHIFTS), "padding": "edge (border pixels repeated)",
+                          "horizontal": [acc(s, 0) for s in SHIFTS], "vertical": [acc(0, s) for s in SHIFTS]},
+            "shift_consistency": shift_consistency(predict, x, random_shift_pairs(len(x)))}
 
 
 def forward_flops(model: nn.Module) -> int:

@@ -46,7 +46,7 @@ RELOAD_ATOL = 1e-3
 BEST_MARKER = ".cifarlab-best"
 BEST_FILES = frozenset({BEST_MARKER, "model.pt", "config.json", "classes.json", "recorded_metrics.json",
                         "test_predictions.npz", "selection.json", "model.onnx", "model.pt2", "net.py"})
-BEST = Owned(BEST_MARKER, BEST_FILES, "--best", "best")
+BEST = Owned((BEST_MARKER,), BEST_FILES, "--best", "best")
 
 
 class ExportError(CifarlabError, RuntimeError):
@@ -82,8 +82,8 @@ def export_onnx(model: nn.Module, path) -> Path:
     return path
 
 
-def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7)) -> dict:
-    """``onnx.checker`` plus onnxruntime vs PyTorch on real images (at least 7) at each batch size.
+def check_onnx(path, model: nn.Module, images: torch.Tensor) -> dict:
+    """``onnx.checker`` plus onnxruntime vs PyTorch on real images (at least 7) at batch sizes 1 and 7.
 
     Returns the largest absolute difference per batch size; raises ExportError past tolerance."""
     import onnx
@@ -99,7 +99,7 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = model.eval().cpu()
     out = {"opset": opset, "max_abs_diff": {}, "atol": ONNX_ATOL, "rtol": ONNX_RTOL, "agree_top1": True}
-    for b in batch_sizes:
+    for b in (1, 7):
         x = images[:b].cpu()
         got = sess.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
         with torch.inference_mode():
@@ -113,7 +113,7 @@ def check_onnx(path, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 7))
     return out
 
 
-def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def onnx_predict(path, images: np.ndarray) -> np.ndarray:
     """Logits from an ONNX file (or an open onnxruntime session) for uint8 NHWC images."""
     ort = onnxruntime()
     sess = path
@@ -125,8 +125,8 @@ def onnx_predict(path, images: np.ndarray, batch_size: int = 1024) -> np.ndarray
                               f"missing or damaged; save best/ again (python -m cifarlab compare --runs RUNS "
                               f"--best FOLDER, or notebook 02)") from None
     images = np.asarray(images)
-    outs = [sess.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images[i:i + batch_size])})[0]
-            for i in range(0, len(images), batch_size)]
+    outs = [sess.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(images[i:i + 1024])})[0]
+            for i in range(0, len(images), 1024)]
     return np.concatenate(outs)
 
 
@@ -187,7 +187,7 @@ def check_best_target(folder) -> Path:
     return folder
 
 
-def save_best(record, folder, selection: dict | None = None, check_images: torch.Tensor | None = None) -> dict:
+def save_best(record, folder, selection: dict, check_images: torch.Tensor | None) -> dict:
     """Copy the chosen run into ``folder`` (state_dict, config, class names, recorded metrics and
     predictions), export ONNX there and check it. Built beside and moved into place at once;
     ``folder`` is replaced only when it is a previous best/ folder (:func:`check_best_target`)."""
@@ -206,7 +206,7 @@ def save_best(record, folder, selection: dict | None = None, check_images: torch
             check_images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8,
                                          generator=torch.Generator().manual_seed(0))
         check = check_onnx(tmp / "model.onnx", model, check_images)
-        write_json(tmp / "selection.json", {**(selection or {}), "run": str(record.path), "onnx_check": check})
+        write_json(tmp / "selection.json", {**selection, "run": str(record.path), "onnx_check": check})
         from . import __version__
         write_json(tmp / BEST_MARKER, {"written_by": f"cifarlab {__version__}", "run": str(record.path)})
         publish_dir(tmp, folder, BEST)

@@ -115,7 +115,7 @@ class Owned:
     """What makes an existing folder this project's own output, so that it may be replaced: its marker
     file, and the only files written there."""
 
-    marker: str | tuple                           # a file (or any of several files) only this project writes there
+    markers: tuple                                # files only this project writes there (any one will do)
     allowed: frozenset
     option: str                                   # how the user named the place: "--out", "--best"
     kind: str                                     # "run record", "best"
@@ -133,8 +133,7 @@ def check_replaceable(target, owned: Owned) -> None:
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    markers = (owned.marker,) if isinstance(owned.marker, str) else owned.marker
-    if not any((target / m).is_file() for m in markers):
+    if not any((target / m).is_file() for m in owned.markers):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"{owned.option} {target} already holds files that cifarlab did not write there ({shown}); "
                           f"it is not a previous {owned.kind} folder, so it is left alone. Pass a new folder path "
@@ -206,11 +205,10 @@ def read_npz(path, error: type, fix: str) -> dict[str, np.ndarray]:
 def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
     """Move the finished folder ``tmp`` to ``target``.
 
-    A previous ``target`` is replaced only when ``owned`` says it is ours (checked here, and checked
-    again once it has been moved aside, so nothing that appeared meanwhile is lost), and only once the
-    new folder is complete: rename aside, rename in, delete. Without ``owned`` an existing target is
-    never replaced. Done under :func:`locked` on the parent: a concurrent publisher waits, a reader never
-    sees the gap between the two renames."""
+    A previous ``target`` is replaced only when ``owned`` says it is ours, and only once the new folder is
+    complete: rename aside, rename in, delete. Without ``owned`` an existing target is never replaced. Done
+    under :func:`locked` on the parent: a concurrent publisher waits, a reader never sees the gap between the
+    two renames."""
     target = Path(target)
     aside = None
     with locked(target.parent):
@@ -220,11 +218,6 @@ def publish_dir(tmp, target, owned: Owned | None = None) -> Path:
             check_replaceable(target, owned)
             aside = Path(tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{target.name[:80]}-", dir=target.parent))
             os.replace(target, aside)  # onto the fresh empty folder: a unique name, atomically
-            try:
-                check_replaceable(aside, owned)
-            except OutputError:
-                os.replace(aside, target)
-                raise
         try:
             os.replace(tmp, target)
         except BaseException as e:

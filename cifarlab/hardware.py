@@ -4,7 +4,6 @@ precision ``auto`` means here. Kept apart from the training loop, which only ask
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 
 import torch
@@ -36,34 +35,24 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's native-bf16 instruction sets (AVX-512 BF16, AMX), read from /proc/cpuinfo; [] elsewhere."""
+def _cpuinfo(key: str) -> str:
+    """The first ``key`` line of /proc/cpuinfo (Linux), its value; "" elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), "")
     except OSError:
-        pass
-    return []
+        return ""
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native-bf16 instruction sets (AVX-512 BF16, AMX); [] where /proc/cpuinfo does not say."""
+    flags = set(_cpuinfo("flags").split())
+    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
 
 
 def cpu_name() -> str:
     """This machine's processor, as figures measured on it should name it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def device_summary(device: torch.device) -> str:
-    """What a speed figure depends on: the processor or GPU, its bf16 support, threads, torch."""
-    what = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU {cpu_name()}"
-    bf16 = resolve_precision("auto", device)[1].removeprefix("auto: ")
-    return (f"{what}, {os.cpu_count()} CPU cores; {bf16}; torch {torch.__version__} (CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:

@@ -154,7 +154,7 @@ def register(model, num_classes: int, pooling: str, device: str = "auto") -> tup
     file = inspect.getsourcefile(cls) if spec else None
     net = Net(cls, f"{Path(file).resolve()}:{cls.__name__}" if file else cls.__name__, class_source(cls),
               takes_pooling)
-    if not net.takes_pooling:
+    if not takes_pooling:
         pooling = OWN_POOLING
     elif pooling == OWN_POOLING:
         raise NetError(f"{cls.__name__} takes a pooling argument: give pooling stride, max or avg")
@@ -268,13 +268,11 @@ def load_exported(path):
 
 
 # --- the student's frames --------------------------------------------------------------------------------
-_HIDDEN = (str(Path(__file__).resolve().parent), str(Path(inspect.getfile(zipfile)).resolve().parent / "importlib"))
-
-
 def _students_frames(e: BaseException) -> BaseException:
     """``e`` with its traceback cut down to frames outside cifarlab and torch: the student's cell or file."""
     import torch
-    hidden = _HIDDEN + (str(Path(torch.__file__).resolve().parent),)
+    hidden = (str(Path(__file__).resolve().parent), str(Path(torch.__file__).resolve().parent),
+              str(Path(inspect.getfile(zipfile)).resolve().parent / "importlib"))
     frames = []
     tb = e.__traceback__
     while tb is not None:

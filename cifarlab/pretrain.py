@@ -35,7 +35,7 @@ from .models import build_model, load_state_dict_safely
 
 BACKBONE_SEED = 0        # one backbone for every seed of a run: seeds then vary the fine-tuning only
 VAL_FRACTION = 0.02      # of the other classes' train images: shown while pretraining, chooses nothing
-BACKBONE = Owned("backbone.json", frozenset({"backbone.json", "backbone.pt"}), "--out", "pretrained backbone")
+BACKBONE = Owned(("backbone.json",), frozenset({"backbone.json", "backbone.pt"}), "--out", "pretrained backbone")
 
 
 class PretrainError(CifarlabError, ValueError):

@@ -76,11 +76,6 @@ def record_path(out, cfg: RunConfig) -> Path:
     return Path(out) / cfg.run_name
 
 
-def check_record_target(out, cfg: RunConfig) -> None:
-    """Before training: refuse early when ``out/<run_name>`` is something this project did not write."""
-    record_target(out, cfg, ok=True)
-
-
 def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     """Where a record of ``cfg`` goes: ``out/<run_name>``, except that a diverged run (``ok`` False) goes to
     ``<run_name>_diverged`` when a complete record of the same identity is already there, so the good
@@ -94,13 +89,12 @@ def record_target(out, cfg: RunConfig, ok: bool) -> Path:
     return target
 
 
-def write_record(out, result, evaluation=None, subset=None) -> Path:
+def write_record(out, result, evaluation, subset) -> Path:
     """Write the record of a finished (or diverged) run under ``out``, atomically; return its folder.
 
-    A diverged run (``evaluation`` None) goes beside a complete record of the same identity
-    (:func:`record_target`)."""
+    ``out`` is checked already (experiment.run); a diverged run (``evaluation`` None) goes beside a complete
+    record of the same identity (:func:`record_target`)."""
     cfg: RunConfig = result.config
-    out = user_path(out, "--out")
     target = record_target(out, cfg, ok=evaluation is not None)
     with building(out, target.name) as tmp:
         config_text = cfg.to_json() + "\n"
@@ -115,8 +109,7 @@ def write_record(out, result, evaluation=None, subset=None) -> Path:
         if evaluation is None:  # a diverged run: keep what there is, say what happened
             metrics = {"status": "diverged", "error": result.diverged, "model": cfg.model, "pooling": cfg.pooling,
                        "seed": cfg.seed, "epochs": result.epochs_run, "device": result.device,
-                       "train_seconds": result.train_seconds, **ident,
-                       "classes": subset.classes.to_dict() if subset is not None else list(cfg.classes)}
+                       "train_seconds": result.train_seconds, **ident, "classes": subset.classes.to_dict()}
         else:
             metrics = {"status": "ok", **evaluation.metrics, **ident}
             buf = io.BytesIO()   # torch's own file writer hides why a write failed (a full disk): Python's says it
@@ -245,12 +238,12 @@ class Found(list):
     skipped: list
 
 
-def find_records(root, option: str = "--runs") -> Found:
+def find_records(root) -> Found:
     """Every complete record under ``root`` (any depth; ok and diverged, dry runs too), sorted by model,
     pooling, seed. Staging folders are skipped; an incomplete or damaged record, or a link to a folder, is
     not read and listed in ``.skipped``. Each folder is read under a shared :func:`locked`: a record being
     replaced by another process is seen before or after, never missing."""
-    root = user_path(root, option)
+    root = user_path(root, "--runs")
     if not root.is_dir():
         raise RecordError(f"the runs folder {root} does not exist"
                           + (" (it is a file)" if root.exists() else "")
@@ -283,7 +276,7 @@ def reusable_record(out, cfg: RunConfig, force: bool = False, say=print):
     ``make run-all`` and sweeps: the complete record of exactly this run (same identity) under ``out``,
     marked ``reused``; None when the run must be trained: ``force``, no record, or an incomplete one (said
     with ``say``; training replaces it). A link, or a folder cifarlab did not write, is refused either way."""
-    check_record_target(out, cfg)
+    record_target(out, cfg, ok=True)   # refused before training, not after
     path = record_path(out, cfg)
     if force or not path.exists():
         return None

@@ -76,13 +76,20 @@ def archive(tmp_path):
     return path.read_bytes(), truth
 
 
-def test_download_verify_extract_load(tmp_path, archive):
+def _mirror(monkeypatch, url, md5=None):
+    """A download from ``url`` (a test server), as a mirror is set: $CIFARLAB_URL and $CIFARLAB_MD5."""
+    monkeypatch.setenv("CIFARLAB_URL", url)
+    if md5:
+        monkeypatch.setenv("CIFARLAB_MD5", md5)
+
+
+def test_download_verify_extract_load(tmp_path, archive, monkeypatch):
     payload, truth = archive
     srv = Server(payload)
     try:
         root = tmp_path / "data"
-        sub = load_subset([1, 3], data_dir=root, url=srv.url, md5=hashlib.md5(payload).hexdigest(),
-                          val_fraction=0.25, verbose=False)
+        _mirror(monkeypatch, srv.url, hashlib.md5(payload).hexdigest())
+        sub = load_subset([1, 3], data_dir=root, val_fraction=0.25, verbose=False)
     finally:
         srv.close()
     assert srv.hits >= 1  # (torchvision may probe the URL for redirects first)
@@ -96,17 +103,19 @@ def test_download_verify_extract_load(tmp_path, archive):
     assert sub.y_test.tolist() == [0] * 5 + [1] * 5
     assert str(root) in sub.source
     # second call: no download, the extracted folder is read
-    sub2 = load_subset([1, 3], data_dir=root, url="http://127.0.0.1:9/none", verbose=False)
+    _mirror(monkeypatch, "http://127.0.0.1:9/none")
+    sub2 = load_subset([1, 3], data_dir=root, verbose=False)
     assert torch.equal(sub2.x_test, sub.x_test)
 
 
-def test_wrong_md5_is_rejected_and_deleted(tmp_path, archive):
+def test_wrong_md5_is_rejected_and_deleted(tmp_path, archive, monkeypatch):
     payload, _ = archive
     srv = Server(payload)
     root = tmp_path / "data"
+    _mirror(monkeypatch, srv.url, "0" * 32)
     try:
         with pytest.raises(DataError) as e:
-            ensure_dataset(root, url=srv.url, md5="0" * 32)
+            ensure_dataset(root)
     finally:
         srv.close()
     msg = str(e.value)
@@ -114,13 +123,14 @@ def test_wrong_md5_is_rejected_and_deleted(tmp_path, archive):
     assert list(root.iterdir()) == []  # nothing half-downloaded is left to be used later
 
 
-def test_truncated_download_is_rejected(tmp_path, archive):
+def test_truncated_download_is_rejected(tmp_path, archive, monkeypatch):
     payload, _ = archive
     srv = Server(payload[: len(payload) // 2], declared_length=len(payload))
     root = tmp_path / "data"
+    _mirror(monkeypatch, srv.url, hashlib.md5(payload).hexdigest())
     try:
         with pytest.raises(DataError) as e:
-            ensure_dataset(root, url=srv.url, md5=hashlib.md5(payload).hexdigest())
+            ensure_dataset(root)
     finally:
         srv.close()
     assert "cifar-100-python" in str(e.value)
@@ -145,10 +155,11 @@ def test_corrupt_pickle_names_the_file(tmp_path):
     assert str(folder / "train") in str(e.value) and "Delete" in str(e.value)
 
 
-def test_offline_without_data_says_where(tmp_path):
+def test_offline_without_data_says_where(tmp_path, monkeypatch):
     # port 9 (discard) on loopback: nothing listens, the connection is refused at once
+    _mirror(monkeypatch, "http://127.0.0.1:9/cifar-100-python.tar.gz")
     with pytest.raises(DataError) as e:
-        load_subset([1, 2], data_dir=tmp_path, url="http://127.0.0.1:9/cifar-100-python.tar.gz", verbose=False)
+        load_subset([1, 2], data_dir=tmp_path, verbose=False)
     msg = str(e.value)
     assert str(tmp_path) in msg and "CIFARLAB_DATA" in msg and "offline" in msg
     with pytest.raises(DataError, match="expected cifar-100-python/"):
