@@ -90,11 +90,17 @@ notebooks:
 # The test tools (pytest, playwright, the pinned JupyterLab, Ray, ruff: the test extra) come with the tests.
 # The tiers are pytest markers (pyproject.toml): make test leaves out the tests marked slow (browser, Ray
 # cluster, ipywidgets 7, the whole notebook suite, the Colab-versions environment); make test-all runs them all.
+# The fast tier runs on TEST_WORKERS processes (pytest-xdist; default: the cores, at most 4), each test's torch on
+# one thread (tests/conftest.py): the tests are small, so two at once use two cores better than one test on two.
+# The slow tier then runs alone: its Ray clusters, browsers and Ctrl-C tests want the machine to themselves.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS)
 
 test-all: $(VENV)/.test-installed
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS)
+	$(PY) -m pytest -m slow
 
 run-all: setup
 	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
