@@ -1,5 +1,6 @@
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -18,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz"
+# The Ctrl-C tests press Ctrl-C as a user does in a terminal. A shell that starts a job in the background without
+# job control (`cmd &` in a script, a subshell, nohup) starts it with SIGINT ignored; a process started so ignores
+# it too, and so do its children (Python installs no KeyboardInterrupt then). Started so, pytest takes Python's
+# usual handler, so that the processes its tests start begin with SIGINT at its default, as under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)   # before pytest's own -m selection reads the markers
