@@ -113,7 +113,9 @@ class ClassSelection:
 
 
 def _split_spec(spec) -> list:
-    """Accept "apple,otter 58", ["apple", 55], (0, 55) or a single id/name."""
+    """Accept "apple,otter 58", ["apple", 55], (0, 55), a single id/name, or a ClassSelection."""
+    if isinstance(spec, ClassSelection):
+        return list(spec.ids)
     if isinstance(spec, (int,)) and not isinstance(spec, bool):
         return [spec]
     if isinstance(spec, str) and spec.strip().startswith("[") and spec.strip().endswith("]"):

@@ -260,6 +260,8 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> Paired:
     ``a``, ``b``: per-seed, per-image correctness (seeds x images), the same images in the same order (as
     :func:`paired` checks)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ComparisonError(f"paired comparison needs the same images on both sides ({a.shape[1]} vs {b.shape[1]})")
     diff, lo, hi = (float(v[0]) for v in paired_interval(a[None], b[None]))
     pa, pb = a.mean(0), b.mean(0)
     return Paired(diff, lo, hi, float((pa * (1 - pb)).sum()), float((pb * (1 - pa)).sum()), a.shape[1],

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .config import POOLINGS, RunConfig
 from .errors import CifarlabError
 from .ownnet import instantiate, load_exported, lookup
 
@@ -59,6 +59,12 @@ class Normalize(nn.Module):
         return (x / 255.0 - self.mean) / self.std
 
 
+def _check_pooling(pooling: str) -> None:
+    """A net built directly (not through a config) gets the same refusal a config gives."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+
+
 def _classifier_inputs(features: nn.Module) -> int:
     """Width of the flattened feature map, from a dummy forward pass at 32x32."""
     with torch.no_grad():
@@ -83,6 +89,7 @@ class TemplateCNN(nn.Module):
 
     def __init__(self, num_classes: int, hidden_size: int = 32, pooling: str = "avg"):
         super().__init__()
+        _check_pooling(pooling)
         h = hidden_size
         self.pooling = pooling
         self.norm = Normalize(TEMPLATE_MEAN, TEMPLATE_STD)
@@ -137,6 +144,7 @@ class ImprovedCNN(nn.Module):
 
     def __init__(self, num_classes: int, hidden_size: int = 32, pooling: str = "max", dropout: float = 0.1):
         super().__init__()
+        _check_pooling(pooling)
         w = hidden_size
         self.pooling = pooling
         self.norm = Normalize(TRAIN_MEAN, TRAIN_STD)

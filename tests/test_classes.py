@@ -58,3 +58,10 @@ def test_errors_are_clear(spec, words):
         select_classes(spec)
     for w in words:
         assert w in str(e.value)
+
+
+def test_a_selection_is_accepted_where_classes_are():
+    fish = select_classes("fish")
+    assert select_classes(fish).ids == fish.ids
+    from cifarlab.config import make_config
+    assert make_config(classes=fish).classes == fish.ids

@@ -194,3 +194,9 @@ def test_selection_json_is_the_same_from_cli_and_python(tmp_path, template_runs,
     for d in (a, b):
         d.pop("onnx_check")
     assert a == b and a["experiment_name"] == "apple-otter-pickup_truck" and "paired" in a["paired_method"]
+
+
+def test_paired_difference_refuses_sides_scored_on_different_numbers_of_images():
+    a, b = np.ones((2, 10), bool), np.ones((2, 1), bool)    # one image would broadcast silently
+    with pytest.raises(ComparisonError, match=r"the same images on both sides \(10 vs 1\)"):
+        paired_difference(a, b)

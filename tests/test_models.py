@@ -68,3 +68,10 @@ def test_builder_and_summary():
     assert isinstance(m, ImprovedCNN) and m.classifier.out_features == 5
     text = summary(m)
     assert "total parameters" in text and f"{count_parameters(m):,d}" in text
+
+
+@pytest.mark.parametrize("net", [TemplateCNN, ImprovedCNN])
+def test_a_net_built_directly_refuses_an_unknown_pooling(net):
+    # a student building the net in a cell gets the config's refusal, not a quietly different net
+    with pytest.raises(ValueError, match="pooling must be one of stride, max, avg; got 'Max'"):
+        net(3, pooling="Max")
