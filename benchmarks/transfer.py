@@ -15,7 +15,6 @@ library's own ``paired_difference``. The last line:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from machine import device_summary
 from cifarlab.comparison import group_records, paired
 from cifarlab.config import PRESETS
 from cifarlab.hardware import pick_device
-from cifarlab.pretrain import backbone_path
 from cifarlab.records import find_records
 from cifarlab.sweep import make_sweep, run_sweep
 
@@ -63,7 +61,7 @@ def main() -> None:
         scratch = next(g for g in groups if not g.records[0].config.pretrain_epochs)
         pre = next(g for g in groups if g.records[0].config.pretrain_epochs)
         p = paired(pre, scratch, "test")
-        info = json.loads((backbone_path(args.out, pre.records[0].config) / "backbone.json").read_text())
+        info = pre.records[0].metrics["backbone"]      # what the run's record says of its backbone
         fine = statistics.mean(r.metrics["train_seconds"] for r in pre.records)
         gains.append(p.diff)
         clear += p.distinguishable and p.diff > 0

@@ -49,6 +49,18 @@ def test_accuracy_benchmark_prints_its_final_line(tmp_path):
 
 
 @pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
+def test_transfer_benchmark_pairs_pretrained_with_scratch(full_data_dir, tmp_path):
+    p = _script("transfer.py", "--dry-run", "--subsets", "0,55,58", "--seeds", "2", "--data-dir", str(full_data_dir),
+               "--out", str(tmp_path / "transfer"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    # the backbone as the run's record names it: the 97 other classes' train images, less its 2% held out
+    assert re.search(r"^apple-otter-pickup_truck +scratch .* backbone \d+ s \(1 epochs on 47530 images", lines[-2])
+    assert re.fullmatch(r"pretrained vs scratch: [+-]\d+\.\d points mean test acc \(\d of 1 subsets "
+                        r"distinguishable\), pretraining \d+ s once", lines[-1]), lines[-1]
+
+
+@pytest.mark.slow   # a benchmark script end to end, in a subprocess: make test-all
 def test_speed_benchmark_names_the_machine_and_keeps_its_last_line():
     p = _script("speed.py", "--dry-run", "--device", "cpu")
     assert p.returncode == 0, p.stderr
