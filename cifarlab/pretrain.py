@@ -67,8 +67,8 @@ def backbone_config(cfg: RunConfig) -> RunConfig:
 
 def check_pretraining_data(configs, data_dir=None) -> None:
     """Before any of ``configs`` trains: a pretrained run needs the full CIFAR-100, which the shipped sample is not."""
-    for cfg in configs:
-        if cfg.pretrain_epochs and data_source(cfg.classes, data_dir) == "sample":
+    for cfg in {c.classes: c for c in configs if c.pretrain_epochs}.values():    # each class selection once
+        if data_source(cfg.classes, data_dir) == "sample":
             raise PretrainError(
                 f"{cfg.net_name} pretrains on the {100 - len(cfg.classes)} classes you did not pick, and only the "
                 f"sample shipped with cifarlab (classes 0, 55, 58) is here: get the full CIFAR-100 first with "
@@ -93,12 +93,13 @@ def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Ba
     say(f"pretraining {pre.model}/{pre.pooling} on {len(data.y_train)} train images of the {len(pre.classes)} "
         f"classes you did not pick, {pre.epochs} epochs (once: every run asking for it reuses it)")
     if view is not None:    # the run's view, showing the pretraining under its own title
+        title = getattr(view, "title", None)       # given back afterwards, as it was
         view.title = f"backbone {pre.model}/{pre.pooling} on the {len(pre.classes)} other classes"
     try:
         result = train(pre, data, view)
     finally:
         if view is not None:
-            view.title = None
+            view.title = title
     h = result.history[-1]
     info = {"backbone_id": pre.run_id, "folder": str(Path("backbones") / folder.name),
             "without_classes": list(cfg.classes), "train_images": len(data.y_train), "epochs": result.epochs_run,

@@ -252,7 +252,7 @@ def cifarlab_run(cfg_dict: dict, subset, data_dir, threads: int, net=None, backb
 def publish_record(out, cfg: RunConfig, payload: dict):
     """Write a record that came back from a worker into ``out`` (checked by :func:`run_sweep`), atomically, and
     return it as read back (how, and why: docs/sweeps.md, "Where records land")."""
-    from .files import building, publish_dir
+    from .files import building, publish_dir, user_path
     from .records import RECORD, RECORD_MARKER, RecordError, load_record, record_target
 
     files = payload["files"]
@@ -260,6 +260,7 @@ def publish_record(out, cfg: RunConfig, payload: dict):
     if foreign or RECORD_MARKER not in files:
         raise RecordError(f"the worker sent back a run record of {cfg.title} with unexpected files "
                           f"({', '.join(foreign) or 'no ' + RECORD_MARKER}); nothing was written")
+    out = user_path(out, "--out")     # a public function: "~/runs" is the user's, not a folder named "~"
     with building(out, cfg.run_name) as tmp:
         for name in sorted(files, key=lambda n: n == RECORD_MARKER):   # the marker last
             (tmp / name).write_bytes(files[name])

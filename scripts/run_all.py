@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     def on_ctrl_c(signum, frame):
         ctrl_c.append(signum)
         signal.default_int_handler(signum, frame)
-    signal.signal(signal.SIGINT, on_ctrl_c)
+    before = signal.signal(signal.SIGINT, on_ctrl_c)
 
     def execute(name: str, target: str, **params) -> None:
         t0 = time.perf_counter()
@@ -87,6 +87,11 @@ def main(argv=None) -> int:
         if ctrl_c:
             raise KeyboardInterrupt
         print(f"    done in {time.perf_counter() - t0:.1f} s -> {exp / 'notebooks' / target}", flush=True)
+
+    def interrupted() -> int:
+        print(f"\nrun_all: interrupted; finished records are kept in {runs}: run the same command again to "
+              f"resume", file=sys.stderr)
+        return 130
 
     t_start = time.perf_counter()
     print(f"experiment {first.experiment_label}: {len(plan)} runs -> {runs}, comparison -> {exp}", flush=True)
@@ -110,6 +115,8 @@ def main(argv=None) -> int:
                 EXPERIMENT=first.experiment_name)
         execute("03_reload.ipynb", "03_reload.ipynb", BEST=str(exp / "best"), EXPECT_CLASSES=list(first.classes))
     except PapermillExecutionError as e:
+        if ctrl_c or e.ename == "KeyboardInterrupt":   # the kernel got the Ctrl-C too: an interruption, not a failure
+            return interrupted()
         print(f"run_all: a cell failed: {e.ename}: {e.evalue}\n(see the executed notebook under {exp / 'notebooks'}; "
               f"finished records are kept, and a rerun skips them)", file=sys.stderr)
         return 1
@@ -117,9 +124,9 @@ def main(argv=None) -> int:
         print(f"run_all: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"\nrun_all: interrupted; finished records are kept in {runs}: run the same command again to "
-              f"resume", file=sys.stderr)
-        return 130
+        return interrupted()
+    finally:
+        signal.signal(signal.SIGINT, before)
     print(f"suite finished in {time.perf_counter() - t_start:.0f} s ({trained} runs trained, {skipped} skipped: "
           f"record exists); records in {runs}, comparison and chosen model in {exp}")
     best = exp / "best"
