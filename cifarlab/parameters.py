@@ -18,6 +18,7 @@ from .classes import select_classes
 from .config import RANGES, ConfigError, coerce
 from .errors import CifarlabError
 from .files import user_path
+from .sweep import SweepError, plan_runs
 
 
 class ParameterError(CifarlabError, ValueError):
@@ -93,14 +94,14 @@ def check_parameters(notebook: str, namespace: dict) -> None:
         raise ParameterError(str(e)) from None
     try:
         if notebook == "01_train":     # the grid itself: MODELS, POOLINGS, SEEDS, OVERRIDES and every run's config
-            from .sweep import plan_runs
             plan_runs(checked["CLASSES"], checked["MODELS"], checked["POOLINGS"], checked["SEEDS"],
                       checked["EPOCHS"], checked["TEMPLATE_EPOCHS"], checked["OVERRIDES"])
         if notebook == "02_compare" and checked["BEST"] is not None:
             from .export import check_best_target
             check_best_target(checked["BEST"])
     except CifarlabError as e:
-        # an error naming no parameter is a run's config refused, which only OVERRIDES can make happen
-        blame = checked.get("OVERRIDES") and not str(e).startswith(tuple(spec))
+        # a config field refused (naming no parameter) is OVERRIDES' doing; an own net's file error names the file
+        blame = (checked.get("OVERRIDES") and isinstance(e, ConfigError | SweepError)
+                 and not str(e).startswith(tuple(spec)))
         raise ParameterError(f"OVERRIDES={checked['OVERRIDES']!r}: {e}" if blame else str(e)) from None
     namespace.update(checked)

@@ -104,6 +104,14 @@ def test_a_mistake_in_models_is_blamed_on_models_when_overrides_are_set():
         check_parameters("01_train", ns)
 
 
+def test_a_mistake_in_your_own_net_is_not_blamed_on_overrides(tmp_path):
+    # the own-net file's error names the file; OVERRIDES being set does not make it an override's fault
+    ns = {**_parameters_cell("01_train"), "MODELS": [f"{tmp_path / 'mynet.py'}:Net"], "OVERRIDES": {"lr": 0.1}}
+    with pytest.raises(ParameterError) as e:
+        check_parameters("01_train", ns)
+    assert "mynet.py" in str(e.value) and not str(e.value).startswith("OVERRIDES")
+
+
 def test_best_that_is_not_a_best_folder_is_refused_before_the_comparison(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("keep me")
