@@ -74,7 +74,7 @@ def load_class(spec: str) -> type:
     file, _, name = spec.rpartition(":")
     path = Path(file).expanduser().resolve()
     if not path.is_file():
-        raise NetError(f"--model {spec}: {path} does not exist; give FILE.py:CLASS, e.g. nets/mynet.py:MyNet")
+        raise NetError(f"your net {spec}: {path} does not exist; give FILE.py:CLASS, e.g. nets/mynet.py:MyNet")
     module_name = "cifarlab_net_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
     module = types.ModuleType(module_name)
     module.__file__ = str(path)
@@ -83,12 +83,12 @@ def load_class(spec: str) -> type:
         code = compile(path.read_text(), str(path), "exec")
         exec(code, module.__dict__)
     except Exception as e:
-        raise NetError(f"--model {spec}: importing {path.name} raised {type(e).__name__}: {e}", e) from e
+        raise NetError(f"your net {spec}: importing {path.name} raised {type(e).__name__}: {e}", e) from e
     cls = module.__dict__.get(name)
     if cls is None:
         classes = sorted(k for k, v in module.__dict__.items() if isinstance(v, type) and _is_module_class(v)
                          and v.__module__ == module_name)
-        raise NetError(f"--model {spec}: {path.name} defines no {name!r}"
+        raise NetError(f"your net {spec}: {path.name} defines no {name!r}"
                        + (f"; its nn.Module classes: {', '.join(classes)}" if classes else ""))
     return cls
 

@@ -110,6 +110,7 @@ def test_a_mistake_in_your_own_net_is_not_blamed_on_overrides(tmp_path):
     with pytest.raises(ParameterError) as e:
         check_parameters("01_train", ns)
     assert "mynet.py" in str(e.value) and not str(e.value).startswith("OVERRIDES")
+    assert "--model" not in str(e.value)      # a notebook has MODELS, not the command line's option
 
 
 def test_best_that_is_not_a_best_folder_is_refused_before_the_comparison(tmp_path):
