@@ -92,7 +92,8 @@ notebooks:
 # cluster, ipywidgets 7, the whole notebook suite, the Colab-versions environment); make test-all runs them all.
 # The fast tier runs on TEST_WORKERS processes (pytest-xdist; default: the cores, at most 4), each test's torch on
 # one thread (tests/conftest.py): the tests are small, so two at once use two cores better than one test on two.
-# The slow tier then runs alone: its Ray clusters, browsers and Ctrl-C tests want the machine to themselves.
+# The slow tier then runs alone: its Ray clusters, browsers and Ctrl-C tests want the machine to themselves; it
+# lists its ten slowest tests, so a CI log shows where its ~15 minutes go.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: $(VENV)/.test-installed
@@ -100,7 +101,7 @@ test: $(VENV)/.test-installed
 
 test-all: $(VENV)/.test-installed
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow --durations=10
 
 run-all: setup
 	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
