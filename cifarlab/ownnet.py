@@ -18,7 +18,8 @@ What cifarlab does with it:
   three tactics apply to it; without one it is a single configuration, pooling ``own``), behind the models'
   ``Normalize``: your net gets float NCHW, normalized, while what is saved and served takes raw uint8 NHWC;
 * checks it on a 2-image batch before any data loads (:func:`check_forward`): your bug shows your own frames;
-* fingerprints its source and structure into the run's identity: an edited class is a new configuration;
+* fingerprints its source (a file's whole text; a notebook class's own code) and structure into the run's
+  identity: an edited net is a new configuration;
 * saves the trained net as a ``torch.export`` program (``model.pt2``): a fresh kernel reloads it without
   your class (:func:`load_exported` refuses any pickled object in it).
 """
@@ -152,8 +153,9 @@ def register(model, num_classes: int, pooling: str, device: str = "auto") -> tup
         params = {}
     takes_pooling = "pooling" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     file = inspect.getsourcefile(cls) if spec else None
-    net = Net(cls, f"{Path(file).resolve()}:{cls.__name__}" if file else cls.__name__, class_source(cls),
-              takes_pooling)
+    # a file's whole text, so that editing a helper the class calls is a new configuration too
+    net = Net(cls, f"{Path(file).resolve()}:{cls.__name__}" if file else cls.__name__,
+              Path(file).read_text() if file else class_source(cls), takes_pooling)
     if not takes_pooling:
         pooling = OWN_POOLING
     elif pooling == OWN_POOLING:

@@ -124,13 +124,19 @@ def test_identity_edit_makes_a_new_record_unchanged_is_skipped_and_names_never_c
     assert wider.net != first.config.net and wider.run_id != first.config.run_id
     rec = run(wider, out=tmp_path / "r", subset=sample_subset, live="none")
     assert not rec.reused and rec.path != first.path and first.path.is_dir()
-    # a comment in the class: its source changed, so it is another configuration too (the file around it is not
-    # the net: a line after the class changes nothing)
+    # a comment in the class: its source changed, so it is another configuration too
     net.write_text(net.read_text().replace("def forward(self, x):", "def forward(self, x):  # width 12"))
     commented = make_config("improved", model=spec, dry_run=True, device="cpu").net
     assert commented != wider.net
-    net.write_text(net.read_text() + "# tried width 12\n")
-    assert make_config("improved", model=spec, dry_run=True, device="cpu").net == commented
+    # the file's other code is the net's too: a helper its forward calls, edited, is never a stale record reused
+    calls_act = net.read_text().replace("return self.head(", "return act(self.head(").replace("(x))\n", "(x)))\n")
+    net.write_text(calls_act + "\n\ndef act(x):\n    return torch.relu(x)\n")
+    relu = make_config("improved", model=spec, dry_run=True, device="cpu")
+    net.write_text(net.read_text().replace("torch.relu(x)", "torch.tanh(x)"))
+    tanh = make_config("improved", model=spec, dry_run=True, device="cpu")
+    assert len({relu.net, tanh.net, commented}) == 3
+    rec = run(tanh, out=tmp_path / "r", subset=sample_subset, live="none")
+    assert not rec.reused and "torch.tanh(x)" in (rec.path / "net.py").read_text()   # the record keeps the file
     # a student's class named like the shipped improved net's class never shares its record
     clash = _write(tmp_path, NET.replace("SmallNet", "ImprovedCNN"), "clash.py")
     mine = make_config("improved", model=f"{clash}:ImprovedCNN", pooling="max", device="cpu")
