@@ -9,6 +9,7 @@ import os
 import sys
 
 from .config import CHOICES, POOLINGS, PRESETS, RUNTIME_FIELDS, RunConfig
+from .ownnet import is_own
 from .sweep import DEFAULT_GPU_SHARE, DEFAULT_RETRIES, ENGINES
 
 
@@ -37,13 +38,14 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             continue
         elif f.name == "model":
             p.add_argument(flag, default=None, metavar="template|improved|FILE.py:CLASS",
-                           help="a shipped net, or your own nn.Module class in a file (with --preset's recipe)")
+                           help="a shipped net, or your own nn.Module class in a file (with --preset's recipe; "
+                                "without --preset, improved's, as in the notebooks)")
         elif f.name == "classes":
             p.add_argument(flag, default=None, help="ids, names or superclasses, comma-separated (default 0,55,58)")
         else:
             choices = CHOICES.get(f.name)
             p.add_argument(flag, default=None, metavar="|".join(choices) if choices else None,
-                           help=f"default {f.default}" + (" (not part of the run's identity)"
+                           help=f"default: --preset's, else {f.default}" + (" (not part of the run's identity)"
                                                           if f.name in RUNTIME_FIELDS else ""))
 
 
@@ -51,7 +53,9 @@ def _train(args) -> int:
     from .config import make_config
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(RunConfig)}
-    cfg = make_config(args.preset, **overrides)   # checked before torch is even imported
+    # your own net without --preset trains with the improved recipe, as in the notebooks (not 500 template epochs)
+    preset = args.preset or ("improved" if is_own(args.model or "") else None)
+    cfg = make_config(preset, **overrides)   # checked before torch is even imported
     from .experiment import run, summarize
     record = run(cfg, out=args.out, data_dir=args.data_dir, live=args.live, force=args.force)
     print(summarize(record))
@@ -131,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one class subset: ids, names or a superclass, comma-separated; repeat the option for each "
                         "subset (default 0,55,58)")
     s.add_argument("--models", nargs="+", default=["improved", "template"], metavar="MODEL",
-                   help="presets: improved, template, improved+pretrained (default improved template)")
+                   help="presets: improved, template, improved+pretrained, or your own net as FILE.py:CLASS "
+                        "(default improved template)")
     s.add_argument("--poolings", nargs="+", default=list(POOLINGS), metavar="POOLING",
                    help=f"tactics: {', '.join(POOLINGS)} (default all three)")
     s.add_argument("--seeds", type=int, default=2, help="seeds per configuration, 0..N-1 (default 2)")
@@ -163,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain runs whose records exist (default: skip them)")
     s.add_argument("--no-bar", action="store_true", help="no progress bar (a line per finished run still)")
     s.set_defaults(func=_sweep)
-    d = sub.add_parser("download", help="get the full CIFAR-100 (170 MB; the sample shipped with cifarlab holds "
+    d = sub.add_parser("download", help="get the full CIFAR-100 (169 MB; the sample shipped with cifarlab holds "
                                         "only classes 0, 55, 58): what pretraining and other classes need")
     d.add_argument("--data-dir", default=None, help="where to put it (default $CIFARLAB_DATA or ~/.cache/cifarlab)")
     d.set_defaults(func=_download)

@@ -72,7 +72,7 @@ def check_pretraining_data(configs, data_dir=None) -> None:
             raise PretrainError(
                 f"{cfg.net_name} pretrains on the {100 - len(cfg.classes)} classes you did not pick, and only the "
                 f"sample shipped with cifarlab (classes 0, 55, 58) is here: get the full CIFAR-100 first with "
-                f"python -m cifarlab download (170 MB; or point $CIFARLAB_DATA at a folder holding it)")
+                f"python -m cifarlab download (169 MB; or point $CIFARLAB_DATA at a folder holding it)")
 
 
 def get_backbone(cfg: RunConfig, out, data_dir=None, view=None, say=print) -> Backbone:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifarlab.config import RunConfig, make_config
+from cifarlab.config import PRESETS, RunConfig, make_config, notebook_config
 from cifarlab.experiment import run
 from cifarlab.models import build_model
 from cifarlab.ownnet import NetError, class_source
@@ -283,3 +283,21 @@ def test_make_run_all_trains_a_file_net_beside_the_shipped_ones(tmp_path):
     reload = json.loads((out / "apple-otter-pickup_truck" / "notebooks" / "03_reload.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in reload["cells"] for o in c.get("outputs", []))
     assert "PyTorch : 300/300 predictions as recorded" in text and "ONNX    : 300/300" in text
+
+
+def test_the_command_line_trains_your_net_with_the_improved_recipe_as_the_notebooks_do(tmp_path, monkeypatch):
+    # without --preset the course template's recipe (500 epochs at lr 5e-3) would train a student's net
+    import cifarlab.experiment
+    from cifarlab.cli import main
+    seen = []
+    monkeypatch.setattr(cifarlab.experiment, "run", lambda cfg, **kw: seen.append(cfg))
+    monkeypatch.setattr(cifarlab.experiment, "summarize", lambda record: "")
+    net = f"{_write(tmp_path, NET)}:SmallNet"
+    assert main(["train", "--model", net, "--pooling", "avg"]) == 0
+    assert main(["train", "--model", net, "--preset", "template", "--pooling", "avg"]) == 0
+    assert main(["train", "--preset", "improved"]) == 0                      # and the improved net is max-pooled
+    mine, as_template, improved = seen
+    assert mine == notebook_config(net, (0, 55, 58), "avg", 0)              # what notebook 01 trains
+    assert (mine.epochs, mine.lr) == (PRESETS["improved"]["epochs"], PRESETS["improved"]["lr"])
+    assert (as_template.epochs, as_template.lr) == (RunConfig.epochs, RunConfig.lr)   # --preset still decides
+    assert (improved.model, improved.pooling) == ("improved", "max")

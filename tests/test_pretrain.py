@@ -130,7 +130,7 @@ def test_presets_and_identity():
     cfg = make_config("improved+pretrained")
     assert cfg.pretrain_epochs > 0 and cfg.net_name == "improved+pretrained" and cfg.model == "improved"
     assert cfg.run_name.startswith("improved+pretrained_") and cfg.configuration_label.startswith(
-        "improved+pretrained/avg (improved+pretrained preset)")
+        "improved+pretrained/max (improved+pretrained preset)")
     scratch = make_config("improved")
     # a from-scratch config does not carry the later field: every earlier record keeps its identity
     assert "pretrain_epochs" not in scratch.to_json() and f'"pretrain_epochs": {cfg.pretrain_epochs}' in cfg.to_json()
