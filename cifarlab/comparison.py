@@ -27,13 +27,15 @@ PAIRED_METHOD = (
     f"{CONFIDENCE:.0%} t interval (Satterthwaite degrees of freedom). With one seed a side seed noise cannot be "
     "estimated: then an exact McNemar interval on the images only one side gets right. Measured by "
     "benchmarks/calibration.py: two equally good configurations come out 'distinguishable' at most about 6% of "
-    "the time with 2-5 seeds and 150-1000 images, with or without the seed shifts measured in this project.")
+    "the time with 2-5 seeds and 150-1000 images, with or without the seed shifts measured in this project "
+    "(about 7% when one side's seeds shift twice as much as the other's).")
 
 CHOICE_RULE = (
     "Within one experiment, choose the configuration with the highest mean validation accuracy over its "
     "seeds. Any other configuration whose difference from it on the same validation images is not "
     f"distinguishable (the {CONFIDENCE:.0%} interval of the paired difference includes 0) counts as "
-    "tied, and among tied ones the fastest (mean training seconds) wins. From the chosen configuration, the "
+    "tied, and among tied ones the fastest (mean training seconds; a +pretrained run's fine-tuning, not its "
+    "backbone's) wins. From the chosen configuration, the "
     "seed with the highest validation accuracy is saved. The test set is reported, never used to choose.")
 
 
