@@ -104,9 +104,9 @@ test-all: $(VENV)/.test-installed
 	$(PY) -m pytest -m slow --durations=10
 
 run-all: setup
-	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds $(SEEDS) \
+	$(PY) scripts/run_all.py --out "$(OUT)" --classes "$(CLASSES)" --seeds "$(SEEDS)" \
 		--models "$(MODELS)" --poolings "$(POOLINGS)" --kernel $(KERNEL) \
-		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		$(if $(EPOCHS),--epochs "$(EPOCHS)") $(if $(TEMPLATE_EPOCHS),--template-epochs "$(TEMPLATE_EPOCHS)") \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(strip $(FORCE)),--force "$(strip $(FORCE))")
 
 # ENGINE=ray adds Ray (the ray extra, ~240 MB) to the venv first.
@@ -129,14 +129,21 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 
 web: web-deps
+ifeq ($(filter /% ~%,$(OUT)),)
 	@echo "open http://127.0.0.1:8000/web/?model=/$(OUT)/<experiment>/best/model.onnx&classes=/$(OUT)/<experiment>/best/classes.json"
 	@echo "(make run-all prints the exact address for its experiment, e.g. $(OUT)/apple-otter-pickup_truck)"
 	@echo "(or open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json yourself; Ctrl-C stops)"
+else
+	@echo "open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json from $(OUT)/<experiment>/best"
+	@echo "(this server shows this folder only, and OUT=$(OUT) is outside it; Ctrl-C stops)"
+endif
 	$(PYTHON) -m http.server --bind 127.0.0.1 8000
 
+# Build leftovers and caches only: results (OUT, runs/, best/ folders) are yours; delete them by hand.
 clean:
-	rm -rf $(OUT) runs best .pytest_cache build *.egg-info
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o -path ./web/node_modules -prune -o -name __pycache__ -type d -prune \
+		-exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) web/node_modules .test-cache

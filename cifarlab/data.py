@@ -118,11 +118,12 @@ def full_dataset_on_disk(data_dir=None) -> bool:
     return (root / FOLDER_NAME).is_dir() or (root / ARCHIVE_NAME).is_file()
 
 
-def check_data_dir(data_dir=None) -> None:
-    """Before any work: the data folder must be a folder (or not exist yet: it is created)."""
+def check_data_dir(data_dir=None, option: str = "--data-dir") -> None:
+    """Before any work: the data folder must be a folder (or not exist yet: it is created). ``option``: how the
+    caller names it (make: ``DATA_DIR``)."""
     root = default_data_dir(data_dir)
     if root.exists() and not root.is_dir():
-        what = "--data-dir" if data_dir else ("$CIFARLAB_DATA" if os.environ.get("CIFARLAB_DATA") else "the cache")
+        what = option if data_dir else ("$CIFARLAB_DATA" if os.environ.get("CIFARLAB_DATA") else "the cache")
         raise DataDirError(f"{what} {root} is a file, not a folder: pass the folder that holds (or will hold) "
                            f"{FOLDER_NAME}/ or {ARCHIVE_NAME}")
 

@@ -21,14 +21,20 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out")
+    # numbers stay strings here: plan_runs checks them and names them as make does (SEEDS=abc), in one line
+    ap.add_argument("--out", default="out", help="records in OUT/runs, each experiment's notebooks and best/ beside "
+                                                 "(default out)")
     ap.add_argument("--classes", default="0 55 58", help="ids or names, space- or comma-separated")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per configuration (0..N-1)")
-    ap.add_argument("--models", default="improved template")
-    ap.add_argument("--poolings", default="stride max avg")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: each preset's)")
-    ap.add_argument("--template-epochs", type=int, default=None, help="epochs for the template baseline")
-    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", default="2", help="seeds per configuration (0..N-1; default 2)")
+    ap.add_argument("--models", default="improved template",
+                    help="presets or your own net as FILE.py:CLASS, space-separated (default 'improved template')")
+    ap.add_argument("--poolings", default="stride max avg", help="default 'stride max avg'")
+    ap.add_argument("--epochs", default=None, help="epochs for every run (default: each preset's)")
+    ap.add_argument("--template-epochs", default=None,
+                    help="epochs for the template runs when --epochs is not given (default: the course's 500; "
+                         "make passes 150)")
+    ap.add_argument("--data-dir", default=None, help="where CIFAR-100 is or goes (default: $CIFARLAB_DATA, else "
+                                                     "the cache; the shipped sample needs none)")
     ap.add_argument("--force", nargs="?", const="1", default="0",
                     help="retrain runs whose records exist: 1/true/yes/on or 0/false/no/off (make FORCE=...)")
     ap.add_argument("--kernel", default="cifarlab", help="Jupyter kernel name (make setup registers 'cifarlab')")
@@ -57,7 +63,7 @@ def main(argv=None) -> int:
                          terms="make")
         first = plan[0]
         exp = out / first.experiment_name
-        check_data_dir(data_dir)
+        check_data_dir(data_dir, "DATA_DIR")
         check_pretraining_data(plan, data_dir)   # improved+pretrained needs the full data: said now, not later
         check_best_target(exp / "best")
     except CifarlabError as e:

@@ -150,6 +150,34 @@ def test_the_lab_in_four_notebooks_with_one_tiny_run(tmp_path):
     assert f"PyTorch : {n}/{n} predictions as recorded" in text and f"ONNX    : {n}/{n} predictions as recorded" in text
 
 
+def test_make_run_all_names_a_bad_value_as_make_does_in_one_line(tmp_path):
+    # through make the numbers arrive as text: one line naming make's variable, before anything runs
+    (tmp_path / "afile").write_text("not a folder")
+    for args, says in ((["--seeds", "abc"], "SEEDS='abc' is not allowed: expected a whole number"),
+                       (["--epochs", "x"], "EPOCHS='x' is not allowed"),
+                       (["--template-epochs", "-1"], "TEMPLATE_EPOCHS=-1 is not allowed: expected a whole number >= 1"),
+                       (["--data-dir", str(tmp_path / "afile")], f"DATA_DIR {tmp_path / 'afile'} is a file")):
+        r = _run_all(tmp_path / "out", *args, cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and r.stderr.startswith(f"run_all: error: {says}"), r.stderr
+        assert "\n" not in r.stderr.strip() and not (tmp_path / "out" / "runs").exists()
+
+
+def test_make_clean_removes_caches_never_results(tmp_path):
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    kept = ["out/runs/improved_max_seed0_c0-55-58_0123abcd/metrics.json", "runs/mine/metrics.json",
+            "best/model.onnx", "elsewhere/best/model.onnx", ".venv/lib/__pycache__/x.pyc"]
+    gone = ["cifarlab/__pycache__/x.pyc", ".pytest_cache/v/x", "build/lib/x.py"]
+    for f in kept + gone:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    r = subprocess.run(["make", "-s", "clean", "OUT=elsewhere"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert all((tmp_path / f).is_file() for f in kept) and not any((tmp_path / f).exists() for f in gone)
+
+
 @pytest.mark.slow   # the whole suite, 20 notebooks: make test-all (make test runs the tiny one below)
 def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     """The suite as a user meets it: Ctrl-C after the first training run; the rerun skips that run (its
