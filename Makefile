@@ -112,8 +112,8 @@ run-all: setup
 # ENGINE=ray adds Ray (the ray extra, ~240 MB) to the venv first.
 sweep: setup $(if $(filter ray,$(strip $(ENGINE))),$(VENV)/.ray-installed)
 	$(PY) -m cifarlab sweep $(foreach s,$(SWEEP_SUBSETS),--classes "$(s)") --models $(MODELS) --poolings $(POOLINGS) \
-		--seeds $(SEEDS) --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
-		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TEMPLATE_EPOCHS),--template-epochs $(TEMPLATE_EPOCHS)) \
+		--seeds "$(SEEDS)" --engine $(strip $(ENGINE)) --out "$(SWEEP_OUT)" \
+		$(if $(EPOCHS),--epochs "$(EPOCHS)") $(if $(TEMPLATE_EPOCHS),--template-epochs "$(TEMPLATE_EPOCHS)") \
 		$(if $(strip $(ADDRESS)),--address $(strip $(ADDRESS))) $(if $(strip $(CPUS_PER_RUN)),--cpus-per-run $(CPUS_PER_RUN)) \
 		$(if $(strip $(GPUS_PER_RUN)),--gpus-per-run $(GPUS_PER_RUN)) $(if $(strip $(FORCE)),--force "$(strip $(FORCE))") \
 		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
@@ -128,10 +128,12 @@ web-deps: web/node_modules/.package-lock.json
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 
+# The server shows this folder: OUT inside it has an address, OUT elsewhere has its files picked by hand.
+WEB_OUT = $(patsubst $(CURDIR)/%,%,$(abspath $(OUT)))
 web: web-deps
-ifeq ($(filter /% ~%,$(OUT)),)
-	@echo "open http://127.0.0.1:8000/web/?model=/$(OUT)/<experiment>/best/model.onnx&classes=/$(OUT)/<experiment>/best/classes.json"
-	@echo "(make run-all prints the exact address for its experiment, e.g. $(OUT)/apple-otter-pickup_truck)"
+ifneq ($(and $(filter $(CURDIR)/%,$(abspath $(OUT))),$(if $(filter ~%,$(OUT)),,inside)),)
+	@echo "open http://127.0.0.1:8000/web/?model=/$(WEB_OUT)/<experiment>/best/model.onnx&classes=/$(WEB_OUT)/<experiment>/best/classes.json"
+	@echo "(make run-all prints the exact address for its experiment, e.g. $(WEB_OUT)/apple-otter-pickup_truck)"
 	@echo "(or open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json yourself; Ctrl-C stops)"
 else
 	@echo "open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json from $(OUT)/<experiment>/best"

@@ -44,9 +44,11 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, default=None, help="ids, names or superclasses, comma-separated (default 0,55,58)")
         else:
             choices = CHOICES.get(f.name)
+            preset_sets = any(f.name in preset for preset in PRESETS.values())
+            default = f"--preset's, else {f.default} (your own net: improved's)" if preset_sets else f.default
             p.add_argument(flag, default=None, metavar="|".join(choices) if choices else None,
-                           help=f"default: --preset's, else {f.default}" + (" (not part of the run's identity)"
-                                                          if f.name in RUNTIME_FIELDS else ""))
+                           help=f"default: {default}" + (" (not part of the run's identity)"
+                                                         if f.name in RUNTIME_FIELDS else ""))
 
 
 def _train(args) -> int:
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default improved template)")
     s.add_argument("--poolings", nargs="+", default=list(POOLINGS), metavar="POOLING",
                    help=f"tactics: {', '.join(POOLINGS)} (default all three)")
-    s.add_argument("--seeds", type=int, default=2, help="seeds per configuration, 0..N-1 (default 2)")
+    s.add_argument("--seeds", default="2", help="seeds per configuration, 0..N-1 (default 2)")
     s.add_argument("--epochs", default=None, help="epochs for every run (default: each preset's)")
     s.add_argument("--template-epochs", default=None, help="epochs for template runs when --epochs is not given")
     s.add_argument("--set", action="append", default=None, metavar="KEY=VALUE[,VALUE...]",

@@ -225,7 +225,7 @@ def lookup(name: str, fingerprint: str) -> Net:
     net = _REGISTRY.get(fingerprint)
     if net is None:
         raise NetError(f"the net {name} (fingerprint {fingerprint}) is not defined in this process: run the cell "
-                       f"that defines it and makes the config again, or pass --model FILE.py:{name}")
+                       f"that defines it and makes the config again, or give it as FILE.py:{name}")
     return net
 
 

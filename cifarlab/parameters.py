@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from .classes import select_classes
-from .config import RANGES, ConfigError, coerce
+from .config import ConfigError, coerce
 from .errors import CifarlabError
 from .files import user_path
 from .sweep import SweepError, plan_runs
@@ -41,14 +41,6 @@ def _classes(name, v, optional=False):
         raise ParameterError(f"{name}: {e}") from None
 
 
-def _epochs(name, v):
-    if v is None:
-        return None
-    if not RANGES["epochs"][0](n := coerce(name, v, int)):
-        raise ParameterError(f"{name}={v!r} is not allowed: expected {RANGES['epochs'][1]}, or None")
-    return n
-
-
 def _experiment(name, v):
     if v is not None and not isinstance(v, (str, list, tuple)):
         raise ParameterError(f"{name}={v!r} is not allowed: expected an experiment's name or classes, or None")
@@ -62,7 +54,7 @@ _PLANNED = lambda name, v: v     # checked with the grid's configs by plan_runs 
 SPECS = {
     "00_pick_classes": {"CLASSES": _classes, "DATA_DIR": _DATA_DIR},
     "01_train": {"CLASSES": _classes, "MODELS": _PLANNED, "POOLINGS": _PLANNED, "SEEDS": _PLANNED,
-                 "EPOCHS": _epochs, "TEMPLATE_EPOCHS": _epochs, "OVERRIDES": _PLANNED,
+                 "EPOCHS": _PLANNED, "TEMPLATE_EPOCHS": _PLANNED, "OVERRIDES": _PLANNED,
                  "OUT": _path, "DATA_DIR": _DATA_DIR, "LIVE": _FLAG, "USE_PICKER": _FLAG, "FORCE": _FLAG,
                  "TRAIN_MY_NET": _FLAG},
     # BEST=None: compare only, nothing saved (as compare_and_save(best=None) and the CLI without --best)

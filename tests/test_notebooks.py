@@ -178,6 +178,19 @@ def test_make_clean_removes_caches_never_results(tmp_path):
     assert all((tmp_path / f).is_file() for f in kept) and not any((tmp_path / f).exists() for f in gone)
 
 
+@pytest.mark.parametrize("out, address", [("out", "model=/out/<experiment>/best/model.onnx"),
+                                          ("{root}/lab", "model=/lab/<experiment>/best/model.onnx"),
+                                          ("/tmp/lab", None), ("../lab", None), ("~/lab", None)])
+def test_make_web_gives_an_address_only_for_results_its_server_shows(out, address):
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    r = subprocess.run(["make", "-n", "-o", "web-deps", "web", f"OUT={out.format(root=ROOT)}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (address in r.stdout) if address else ("pick model.onnx and classes.json from" in r.stdout
+                                                  and "?model=" not in r.stdout)
+
+
 @pytest.mark.slow   # the whole suite, 20 notebooks: make test-all (make test runs the tiny one below)
 def test_whole_suite_interrupted_resumed_and_a_second_experiment(tmp_path):
     """The suite as a user meets it: Ctrl-C after the first training run; the rerun skips that run (its

@@ -63,12 +63,12 @@ def test_values_are_coerced_and_paths_expanded(tmp_path, monkeypatch):
     ns = {**_parameters_cell("01_train"), "LIVE": "yes", "FORCE": "0", "SEEDS": "2", "POOLINGS": "stride, MAX",
           "MODELS": "improved", "EPOCHS": "3", "OUT": "~/cifarlab-runs", "DATA_DIR": "data", "CLASSES": "vehicles_1"}
     check_parameters("01_train", ns)
-    assert (ns["LIVE"], ns["FORCE"], ns["EPOCHS"]) == (True, False, 3)
+    assert (ns["LIVE"], ns["FORCE"]) == (True, False)
     # MODELS, POOLINGS and SEEDS: as the notebook's grid reads them
     from cifarlab.sweep import plan_runs
     plan = plan_runs(ns["CLASSES"], ns["MODELS"], ns["POOLINGS"], ns["SEEDS"], ns["EPOCHS"])
-    assert [(c.model, c.pooling, c.seed) for c in plan] == [
-        ("improved", p, s) for p in ("stride", "max") for s in (0, 1)]
+    assert [(c.model, c.pooling, c.seed, c.epochs) for c in plan] == [
+        ("improved", p, s, 3) for p in ("stride", "max") for s in (0, 1)]
     assert ns["OUT"] == str(Path.home() / "cifarlab-runs") and ns["DATA_DIR"] == str(tmp_path / "data")
     assert ns["CLASSES"] == [8, 13, 48, 58, 90]
     ns = {**_parameters_cell("02_compare"), "BEST": None}      # None: compare only, nothing saved

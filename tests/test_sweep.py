@@ -228,6 +228,8 @@ def test_one_planner_for_a_notebook_grid_make_run_all_and_sweeps(tmp_path):
     (["--poolings", "max", "median"], "unknown pooling(s) median"),
     (["--models", "resnet"], "unknown model(s) resnet"),
     (["--seeds", "0"], "--seeds 0: nothing would run"),
+    (["--seeds", "x"], "--seeds='x' is not allowed: expected a whole number"),
+    (["--epochs", "0"], "--epochs 0 is not allowed: expected a whole number >= 1"),
     (["--poolings", ","], "--poolings names nothing"),
     (["--set", "lr=-1"], "lr=-1.0 is not allowed"),
     (["--set", "seed=3"], "set seed with --seeds"),
@@ -335,7 +337,7 @@ def test_make_sweep_builds_a_valid_command(tmp_path):
     assert argv[1:4] == ["-m", "cifarlab", "sweep"]
     from cifarlab.cli import build_parser
     a = build_parser().parse_args(argv[3:])
-    assert a.classes == ["0,55", "vehicles_1"] and a.engine == "ray" and a.seeds == 3 and a.force
+    assert a.classes == ["0,55", "vehicles_1"] and a.engine == "ray" and a.seeds == "3" and a.force
     assert a.epochs == "2" and a.address == "127.0.0.1:6379" and a.gpus_per_run == 0.25
     assert a.models == ["improved", "template"] and a.poolings == ["stride", "max", "avg"]
     p = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "sweep", "CLASSES=apple otter"], cwd=ROOT,
