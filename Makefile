@@ -128,10 +128,11 @@ web-deps: web/node_modules/.package-lock.json
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 
-# The server shows this folder: OUT inside it has an address, OUT elsewhere has its files picked by hand.
+# The server shows this folder: OUT inside it (a relative WEB_OUT) has an address; OUT elsewhere (absolute, or
+# ~ that only the shell expands) has its files picked by hand.
 WEB_OUT = $(patsubst $(CURDIR)/%,%,$(abspath $(OUT)))
 web: web-deps
-ifneq ($(and $(filter $(CURDIR)/%,$(abspath $(OUT))),$(if $(filter ~%,$(OUT)),,inside)),)
+ifeq ($(filter /% ~%,$(WEB_OUT)),)
 	@echo "open http://127.0.0.1:8000/web/?model=/$(WEB_OUT)/<experiment>/best/model.onnx&classes=/$(WEB_OUT)/<experiment>/best/classes.json"
 	@echo "(make run-all prints the exact address for its experiment, e.g. $(WEB_OUT)/apple-otter-pickup_truck)"
 	@echo "(or open http://127.0.0.1:8000/web/ and pick model.onnx and classes.json yourself; Ctrl-C stops)"

@@ -330,6 +330,14 @@ RANGES = {
 }
 
 
+def check_range(field: str, value, said: str | None = None):
+    """``value`` (coerced) within :data:`RANGES` for ``field``, else a ConfigError; ``said``: the value as the
+    caller spells it (``EPOCHS=0``, ``--epochs 0``), by default ``field=value``."""
+    if field in RANGES and not RANGES[field][0](value):
+        raise ConfigError(f"{said or f'{field}={value!r}'} is not allowed: expected {RANGES[field][1]}")
+    return value
+
+
 def _validated(cfg: RunConfig) -> dict:
     hints = typing.get_type_hints(RunConfig)
     out = {}
@@ -358,9 +366,7 @@ def _validated(cfg: RunConfig) -> dict:
                    "pooling": f" ({OWN_POOLING} for your own net without a pooling argument)"}.get(f.name, "")
             raise ConfigError(f"{f.name}={value!r} is not allowed: {f.name} must be one of "
                               f"{', '.join(CHOICES[f.name])}{own}")
-        if f.name in RANGES and not RANGES[f.name][0](value):
-            raise ConfigError(f"{f.name}={value!r} is not allowed: expected {RANGES[f.name][1]}")
-        out[f.name] = value
+        out[f.name] = check_range(f.name, value)
     # rules between fields
     if out["select"] == "best" and out["val_fraction"] == 0:
         raise ConfigError("select='best' needs a validation split: set val_fraction > 0 (or select='last')")

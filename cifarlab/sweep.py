@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import POOLINGS, PRESETS, RANGES, RunConfig, coerce, notebook_config
+from .config import POOLINGS, PRESETS, RunConfig, check_range, coerce, notebook_config
 from .errors import CifarlabError
 from .ownnet import is_own
 
@@ -111,14 +111,6 @@ def _variants(overrides, say, terms: str) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def _epochs(say, name: str, value) -> int:
-    """EPOCHS / TEMPLATE_EPOCHS (--epochs / --template-epochs) checked under the name the caller gave them."""
-    n = coerce(say(name), value, int)
-    if not RANGES["epochs"][0](n):
-        raise SweepError(f"{say(name, n)} is not allowed: expected {RANGES['epochs'][1]}")
-    return n
-
-
 def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds=2, epochs=None,
               template_epochs=None, overrides=None, *, dry_run: bool = False, device=None,
               terms: str = "notebook") -> list[RunConfig]:
@@ -157,8 +149,11 @@ def plan_runs(classes, models=("improved", "template"), poolings=POOLINGS, seeds
     if empty:
         raise SweepError(f"{' and '.join(empty)} name{'s' if len(empty) == 1 else ''} nothing: nothing would run "
                          f"(the runs are the product of models x poolings x seeds)")
-    epochs, template_epochs = (None if v is None else _epochs(say, name, v)
-                               for name, v in (("epochs", epochs), ("template_epochs", template_epochs)))
+    def checked_epochs(name, value):   # EPOCHS / TEMPLATE_EPOCHS, under the names the caller gave them
+        n = coerce(say(name), value, int)
+        return check_range("epochs", n, say(name, n))
+    epochs = None if epochs is None else checked_epochs("epochs", epochs)
+    template_epochs = None if template_epochs is None else checked_epochs("template_epochs", template_epochs)
     variants = _variants(overrides, say, terms)
     configs: dict[str, RunConfig] = {}
     for model in models:
