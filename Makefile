@@ -78,9 +78,9 @@ lab: $(VENV)/.lab-installed
 
 # For a Jupyter installed elsewhere (it needs ipywidgets 8's front end: JupyterLab 4 or Notebook 7):
 # a per-user kernel whose name is this clone's own, so two clones never repoint each other's.
+USER_KERNEL = cifarlab-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
 user-kernel: setup
-	@id=$$(printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1); \
-	$(PY) -m ipykernel install --user --name "cifarlab-$$id" --display-name "Python (cifarlab: $(CURDIR))" && \
+	@$(PY) -m ipykernel install --user --name "$(USER_KERNEL)" --display-name "Python (cifarlab: $(CURDIR))" && \
 	echo "in your Jupyter pick the kernel 'Python (cifarlab: $(CURDIR))'"
 
 # The notebooks' Colab badges and install cells, from pyproject.toml's [project.urls] Repository.
@@ -148,5 +148,8 @@ clean:
 	find . -path ./$(VENV) -prune -o -path ./web/node_modules -prune -o -name __pycache__ -type d -prune \
 		-exec rm -rf {} +
 
+# ... and the venv, with this clone's `make user-kernel` kernel, which would point at the deleted venv.
 distclean: clean
+	@if [ -x "$(PY)" ] && $(PY) -m jupyter kernelspec list 2>/dev/null | grep -q "^ *$(USER_KERNEL) "; then \
+		$(PY) -m jupyter kernelspec remove -y "$(USER_KERNEL)" >/dev/null && echo "removed the kernel $(USER_KERNEL)"; fi
 	rm -rf $(VENV) web/node_modules .test-cache

@@ -1,6 +1,7 @@
 """The notebook suite: committed clean, and executed end to end by papermill on the shipped sample."""
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -176,6 +177,28 @@ def test_make_clean_removes_caches_never_results(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert all((tmp_path / f).is_file() for f in kept) and not any((tmp_path / f).exists() for f in gone)
+
+
+def test_make_distclean_removes_this_clones_user_kernel_only(tmp_path):
+    """`make user-kernel` registers a per-user kernel for this clone; distclean deletes the venv it points at,
+    so it removes that kernel too, and never another clone's."""
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "jupyter")}
+    for clone in ("a", "b"):
+        (tmp_path / clone).mkdir()
+        shutil.copy(ROOT / "Makefile", tmp_path / clone)
+        subprocess.run(["make", "-s", "-o", ".venv/.installed", "user-kernel", f"PY={sys.executable}"],
+                       cwd=tmp_path / clone, env=env, capture_output=True, text=True, check=True, timeout=120)
+    kernels = lambda: sorted(p.name for p in (tmp_path / "jupyter" / "kernels").iterdir())
+    assert len(kernels()) == 2
+    r = subprocess.run(["make", "-s", "distclean", f"PY={sys.executable}"], cwd=tmp_path / "a", env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (left,) = kernels()
+    assert "removed the kernel" in r.stdout and left not in r.stdout
+    assert json.loads((tmp_path / "jupyter" / "kernels" / left / "kernel.json").read_text())["display_name"] == \
+        f"Python (cifarlab: {tmp_path / 'b'})"
 
 
 @pytest.mark.parametrize("out, address", [("out", "model=/out/<experiment>/best/model.onnx"),
